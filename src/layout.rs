@@ -1,0 +1,490 @@
+//! The shared-memory layout: every byte that two processes agree on is defined here.
+//!
+//! ```text
+//! offset 0                     Identity          128 B   written once by the creator
+//! 128                          RingShared        5 × 128 B (cursors, wait words, stats)
+//! participants_offset          ParticipantRecord × max_participants, 128 B each
+//! slots_offset                 Slot × capacity, slot_stride B each:
+//!                                  SlotHeader (16 B) + payload (max_message_size B),
+//!                                  stride rounded up to 64 B so slots never share a line
+//! ```
+//!
+//! Rules: only fixed-width integers (`u64`/`u32`, never `usize`), no pointers (only
+//! offsets), every independently written field on its own 128-byte line (two lines,
+//! because x86's adjacent-line prefetcher pulls pairs). The geometry is recomputed by
+//! every opener from the three parameters (capacity, maximum message size, participant
+//! count) and must match the stored offsets exactly, so a forged offset is caught
+//! before it is used.
+
+use crate::sync::{AtomicU32, AtomicU64};
+
+/// `b"SHMQring"` read as a little-endian `u64`: the first eight bytes of every segment.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMQring");
+/// Bumped on any change to the bytes below. An opener refuses any other value.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Positions (cursor values and slot sequences) live in 63 bits and wrap modulo 2^63;
+/// compare them with [`pos_diff`], never with `<`.
+pub const POS_MASK: u64 = (1 << 63) - 1;
+/// A participant's claim word holds a position, or this (bit 63 set) when it holds none.
+pub const CLAIM_NONE: u64 = 1 << 63;
+/// A slot whose length field holds this was given up by a producer that died between
+/// claiming and publishing it: consumers release it and move on.
+pub const SKIP_LEN: u32 = u32::MAX;
+
+/// Bytes in front of each slot's payload.
+pub const SLOT_HEADER_SIZE: u64 = 16;
+/// Slots start on, and are padded to, this boundary (one cache line).
+pub const SLOT_ALIGN: u64 = 64;
+/// Alignment of every independently written shared field.
+pub const LINE: u64 = 128;
+
+/// Largest capacity accepted (messages).
+pub const MAX_CAPACITY: u64 = 1 << 32;
+/// Largest message accepted (bytes). Far below `SKIP_LEN`, so the sentinel never collides.
+pub const MAX_MESSAGE_SIZE: u64 = 1 << 30;
+/// Largest participant table accepted.
+pub const MAX_PARTICIPANTS: u64 = 4096;
+/// Largest segment accepted (bytes): 1 TiB.
+pub const MAX_SEGMENT_SIZE: u64 = 1 << 40;
+
+/// Values of [`Identity::state`].
+pub mod state {
+    /// Fresh, zero-filled memory: the creator has not finished.
+    pub const UNINITIALISED: u32 = 0;
+    /// Every field is written and the ring is usable.
+    pub const READY: u32 = 0x5245_4459; // "READ" + "Y"-ish tag, unlikely in garbage
+}
+
+/// Values of [`ParticipantRecord::state`].
+pub mod participant {
+    /// The record is unused.
+    pub const FREE: u64 = 0;
+    /// A handle is registered here (alive or dead: liveness is the platform's lock).
+    pub const ACTIVE: u64 = 1;
+}
+
+/// Bits of [`ParticipantRecord::waiting`]: which waiter counters this participant is
+/// counted in, so a sweeper can return a dead waiter's count.
+pub mod waiting {
+    /// Counted in `RingShared::not_empty.waiters`.
+    pub const NOT_EMPTY: u32 = 1;
+    /// Counted in `RingShared::not_full.waiters`.
+    pub const NOT_FULL: u32 = 2;
+}
+
+/// Signed distance `a - b` between two 63-bit wrapping positions.
+#[inline]
+pub fn pos_diff(a: u64, b: u64) -> i64 {
+    // Shift the 63-bit difference into the top of an i64 and back to sign-extend it.
+    ((a.wrapping_sub(b) << 1) as i64) >> 1
+}
+
+/// `a + n` modulo 2^63.
+#[inline]
+pub fn pos_add(a: u64, n: u64) -> u64 {
+    a.wrapping_add(n) & POS_MASK
+}
+
+/// The first line of a segment. Plain integers: the creator writes them before it
+/// publishes [`Identity::state`] with Release; an opener copies the line out with a
+/// volatile read after an Acquire load of `state`, and validates the copy.
+#[repr(C, align(128))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// [`MAGIC`].
+    pub magic: u64,
+    /// [`LAYOUT_VERSION`] of the creator.
+    pub version: u32,
+    /// [`state::UNINITIALISED`] or [`state::READY`]; accessed atomically.
+    pub state: u32,
+    /// Capacity in messages (power of two, 2..=2^32).
+    pub capacity: u64,
+    /// Largest message in bytes.
+    pub max_message_size: u64,
+    /// Bytes from one slot to the next.
+    pub slot_stride: u64,
+    /// Offset of slot 0 from the segment start.
+    pub slots_offset: u64,
+    /// Offset of participant record 0 from the segment start.
+    pub participants_offset: u64,
+    /// Number of participant records.
+    pub max_participants: u64,
+    /// Bytes the segment must have.
+    pub total_size: u64,
+    /// Pid of the creating process (informational).
+    pub creator_pid: u64,
+    /// Creation time, nanoseconds since the Unix epoch (informational).
+    pub creation_time_ns: u64,
+    /// Position of the first message (0 except in wraparound tests).
+    pub initial_position: u64,
+    /// Permission bits the creator asked for (informational).
+    pub mode: u64,
+    /// Reserved, zero.
+    pub reserved: [u64; 3],
+}
+
+/// A `u64` on a line of its own.
+#[repr(C, align(128))]
+#[derive(Debug)]
+pub struct PaddedU64 {
+    /// The value.
+    pub value: AtomicU64,
+}
+
+/// The futex side of one direction (not-empty or not-full): a count of sleepers and an
+/// epoch word that a waker bumps before `futex_wake`, on one line.
+#[repr(C, align(128))]
+#[derive(Debug)]
+pub struct WaitWord {
+    /// Handles currently registered as (about to be) asleep on [`WaitWord::epoch`].
+    pub waiters: AtomicU32,
+    /// The futex word: bumped by every waker.
+    pub epoch: AtomicU32,
+}
+
+/// Counters kept by the recovery sweep (for `inspect`).
+#[repr(C, align(128))]
+#[derive(Debug)]
+pub struct RecoveryStats {
+    /// Slots given up by dead producers and marked skipped.
+    pub skipped: AtomicU64,
+    /// Messages a dead consumer held that were delivered again.
+    pub redelivered: AtomicU64,
+    /// Participant records of dead processes returned to the free list.
+    pub freed: AtomicU64,
+    /// Messages that consumers rejected because their length field was out of bounds.
+    pub corrupt: AtomicU64,
+}
+
+/// The algorithm's shared state, right after [`Identity`].
+#[repr(C)]
+#[derive(Debug)]
+pub struct RingShared {
+    /// Next position a producer will claim ("tail").
+    pub enqueue_pos: PaddedU64,
+    /// Next position a consumer will claim ("head").
+    pub dequeue_pos: PaddedU64,
+    /// Consumers sleeping until a message is published.
+    pub not_empty: WaitWord,
+    /// Producers sleeping until a slot is released.
+    pub not_full: WaitWord,
+    /// Recovery counters.
+    pub stats: RecoveryStats,
+}
+
+/// The fixed part of a slot, in front of its payload.
+#[repr(C)]
+#[derive(Debug)]
+pub struct SlotHeader {
+    /// Vyukov's per-slot sequence. For the slot at position `p`:
+    /// `p` = empty and ready for the producer of `p`;
+    /// `p + 1` = published, ready for the consumer of `p`;
+    /// `p + capacity` = released, ready for the producer one lap later.
+    pub sequence: AtomicU64,
+    /// Payload length in bytes, or [`SKIP_LEN`]. Untrusted: checked against the
+    /// maximum before use.
+    pub len: AtomicU32,
+    /// Reserved, zero.
+    pub reserved: AtomicU32,
+}
+
+/// One registered handle. Written by its owner on every operation (only the claim
+/// words), read by sweepers. One per 128-byte line, so owners never share lines.
+#[repr(C, align(128))]
+#[derive(Debug)]
+pub struct ParticipantRecord {
+    /// [`participant::FREE`] or [`participant::ACTIVE`].
+    pub state: AtomicU64,
+    /// Owner's pid (informational: liveness comes from the platform's lock).
+    pub pid: AtomicU64,
+    /// Owner's process start time in clock ticks since boot (informational).
+    pub start_time: AtomicU64,
+    /// Position of the enqueue claim this participant is attempting or holds, or
+    /// [`CLAIM_NONE`]. Stored before the claiming CAS on the cursor.
+    pub enqueue_claim: AtomicU64,
+    /// Same for dequeue claims.
+    pub dequeue_claim: AtomicU64,
+    /// [`waiting`] bits.
+    pub waiting: AtomicU32,
+    /// Reserved, zero.
+    pub reserved: AtomicU32,
+    /// Operations completed (informational, written by the owner only).
+    pub operations: AtomicU64,
+}
+
+#[cfg(not(loom))]
+const _: () = {
+    assert!(std::mem::size_of::<Identity>() == LINE as usize);
+    assert!(std::mem::size_of::<RingShared>() == 5 * LINE as usize);
+    assert!(std::mem::size_of::<SlotHeader>() == SLOT_HEADER_SIZE as usize);
+    assert!(std::mem::size_of::<ParticipantRecord>() == LINE as usize);
+};
+
+/// Offset of [`RingShared`] from the segment start.
+pub const RING_OFFSET: u64 = LINE;
+/// Offset of the participant table.
+pub const PARTICIPANTS_OFFSET: u64 = RING_OFFSET + 5 * LINE;
+
+/// Where everything lives, derived from the three creation parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    /// Messages the ring holds (power of two).
+    pub capacity: u64,
+    /// Largest payload.
+    pub max_message_size: u64,
+    /// Bytes between consecutive slots.
+    pub slot_stride: u64,
+    /// Participant table length.
+    pub max_participants: u64,
+    /// Offset of the participant table.
+    pub participants_offset: u64,
+    /// Offset of slot 0.
+    pub slots_offset: u64,
+    /// Bytes in the segment.
+    pub total_size: u64,
+    /// Position of the first message.
+    pub initial_position: u64,
+}
+
+/// Why a set of parameters does not make a valid geometry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GeometryError {
+    /// Capacity is not a power of two in range.
+    Capacity(u64),
+    /// Message size is zero or too large.
+    MessageSize(u64),
+    /// Participant count is zero or too large.
+    Participants(u64),
+    /// The segment would exceed [`MAX_SEGMENT_SIZE`] (value: bytes needed, saturated).
+    TooLarge(u64),
+    /// The initial position is not a valid 63-bit position.
+    InitialPosition(u64),
+}
+
+fn round_up(value: u64, to: u64) -> Option<u64> {
+    value.checked_add(to - 1).map(|v| v / to * to)
+}
+
+impl Geometry {
+    /// Computes the layout for the given parameters, with overflow checks throughout.
+    pub fn new(
+        capacity: u64,
+        max_message_size: u64,
+        max_participants: u64,
+        initial_position: u64,
+    ) -> Result<Self, GeometryError> {
+        if !(2..=MAX_CAPACITY).contains(&capacity) || !capacity.is_power_of_two() {
+            return Err(GeometryError::Capacity(capacity));
+        }
+        if !(1..=MAX_MESSAGE_SIZE).contains(&max_message_size) {
+            return Err(GeometryError::MessageSize(max_message_size));
+        }
+        if !(1..=MAX_PARTICIPANTS).contains(&max_participants) {
+            return Err(GeometryError::Participants(max_participants));
+        }
+        if initial_position > POS_MASK {
+            return Err(GeometryError::InitialPosition(initial_position));
+        }
+        let slot_stride = round_up(SLOT_HEADER_SIZE + max_message_size, SLOT_ALIGN)
+            .ok_or(GeometryError::TooLarge(u64::MAX))?;
+        let participants_offset = PARTICIPANTS_OFFSET;
+        let slots_offset = max_participants
+            .checked_mul(LINE)
+            .and_then(|t| t.checked_add(participants_offset))
+            .ok_or(GeometryError::TooLarge(u64::MAX))?;
+        let total_size = slot_stride
+            .checked_mul(capacity)
+            .and_then(|s| s.checked_add(slots_offset))
+            .ok_or(GeometryError::TooLarge(u64::MAX))?;
+        if total_size > MAX_SEGMENT_SIZE {
+            return Err(GeometryError::TooLarge(total_size));
+        }
+        Ok(Self {
+            capacity,
+            max_message_size,
+            slot_stride,
+            max_participants,
+            participants_offset,
+            slots_offset,
+            total_size,
+            initial_position,
+        })
+    }
+
+    /// `capacity - 1`: position to slot index.
+    #[inline]
+    pub fn mask(&self) -> u64 {
+        self.capacity - 1
+    }
+
+    /// Checks an [`Identity`] copied out of a segment of `file_size` bytes. Returns the
+    /// geometry to use, or the first thing that is wrong, in words a user can act on.
+    pub fn validate(identity: &Identity, file_size: u64) -> Result<Self, HeaderProblem> {
+        if identity.magic != MAGIC {
+            return Err(HeaderProblem::Magic(identity.magic));
+        }
+        if identity.version != LAYOUT_VERSION {
+            return Err(HeaderProblem::Version(identity.version));
+        }
+        if identity.state != state::READY {
+            return Err(HeaderProblem::State(identity.state));
+        }
+        let geometry = Self::new(
+            identity.capacity,
+            identity.max_message_size,
+            identity.max_participants,
+            identity.initial_position,
+        )
+        .map_err(HeaderProblem::Geometry)?;
+        let stored = [
+            ("slot_stride", identity.slot_stride, geometry.slot_stride),
+            (
+                "participants_offset",
+                identity.participants_offset,
+                geometry.participants_offset,
+            ),
+            ("slots_offset", identity.slots_offset, geometry.slots_offset),
+            ("total_size", identity.total_size, geometry.total_size),
+        ];
+        for (field, found, expected) in stored {
+            if found != expected {
+                return Err(HeaderProblem::Field {
+                    field,
+                    found,
+                    expected,
+                });
+            }
+        }
+        if file_size < geometry.total_size {
+            return Err(HeaderProblem::Truncated {
+                file_size,
+                expected: geometry.total_size,
+            });
+        }
+        Ok(geometry)
+    }
+}
+
+/// What is wrong with a segment header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderProblem {
+    /// The first eight bytes are not [`MAGIC`].
+    Magic(u64),
+    /// Another layout version.
+    Version(u32),
+    /// The state word is neither ready nor (after waiting) going to be.
+    State(u32),
+    /// The parameters do not form a valid geometry.
+    Geometry(GeometryError),
+    /// A stored offset or size disagrees with the one the parameters imply.
+    Field {
+        /// Field name.
+        field: &'static str,
+        /// Stored value.
+        found: u64,
+        /// Value implied by the parameters.
+        expected: u64,
+    },
+    /// The file is shorter than the header says.
+    Truncated {
+        /// `fstat` size.
+        file_size: u64,
+        /// Size the header implies.
+        expected: u64,
+    },
+}
+
+impl std::fmt::Display for HeaderProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Magic(m) => write!(
+                f,
+                "magic is {m:#018x}, not shmq's {MAGIC:#018x}: not an shmq segment"
+            ),
+            Self::Version(v) => write!(
+                f,
+                "layout version {v}, this build reads version {LAYOUT_VERSION}"
+            ),
+            Self::State(s) => write!(
+                f,
+                "state word is {s:#x}: the creator never finished initialising it"
+            ),
+            Self::Geometry(GeometryError::Capacity(c)) => {
+                write!(f, "capacity {c} is not a power of two in 2..=2^32")
+            }
+            Self::Geometry(GeometryError::MessageSize(m)) => {
+                write!(f, "maximum message size {m} is not in 1..=2^30")
+            }
+            Self::Geometry(GeometryError::Participants(p)) => write!(
+                f,
+                "participant table size {p} is not in 1..={MAX_PARTICIPANTS}"
+            ),
+            Self::Geometry(GeometryError::TooLarge(b)) => {
+                write!(f, "its parameters imply {b} bytes, above the 1 TiB limit")
+            }
+            Self::Geometry(GeometryError::InitialPosition(p)) => {
+                write!(f, "initial position {p:#x} does not fit in 63 bits")
+            }
+            Self::Field {
+                field,
+                found,
+                expected,
+            } => write!(f, "{field} is {found}, but the parameters imply {expected}"),
+            Self::Truncated {
+                file_size,
+                expected,
+            } => write!(
+                f,
+                "the file has {file_size} bytes, the header needs {expected}"
+            ),
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pos_diff_wraps_at_63_bits() {
+        assert_eq!(pos_diff(5, 3), 2);
+        assert_eq!(pos_diff(3, 5), -2);
+        assert_eq!(pos_diff(1, POS_MASK), 2);
+        assert_eq!(pos_diff(POS_MASK, 1), -2);
+        assert_eq!(pos_add(POS_MASK, 1), 0);
+    }
+
+    #[test]
+    fn geometry_rejects_bad_parameters() {
+        assert_eq!(Geometry::new(3, 8, 1, 0), Err(GeometryError::Capacity(3)));
+        assert_eq!(Geometry::new(1, 8, 1, 0), Err(GeometryError::Capacity(1)));
+        assert_eq!(
+            Geometry::new(2, 0, 1, 0),
+            Err(GeometryError::MessageSize(0))
+        );
+        assert_eq!(
+            Geometry::new(2, 8, 0, 0),
+            Err(GeometryError::Participants(0))
+        );
+        assert!(matches!(
+            Geometry::new(1 << 32, 1 << 30, 1, 0),
+            Err(GeometryError::TooLarge(_))
+        ));
+        assert_eq!(
+            Geometry::new(2, 8, 1, 1 << 63),
+            Err(GeometryError::InitialPosition(1 << 63))
+        );
+    }
+
+    #[test]
+    fn slots_are_line_aligned_and_do_not_overlap() {
+        let g = Geometry::new(8, 100, 4, 0).unwrap();
+        assert_eq!(g.slot_stride, 128);
+        assert_eq!(g.slots_offset % LINE, 0);
+        assert_eq!(g.slots_offset, PARTICIPANTS_OFFSET + 4 * LINE);
+        assert_eq!(g.total_size, g.slots_offset + 8 * 128);
+        let g = Geometry::new(2, 48, 1, 0).unwrap();
+        assert_eq!(g.slot_stride, 64);
+    }
+}

@@ -1,0 +1,332 @@
+//! Every operating-system call shmq makes: POSIX shared memory, mmap, futexes, open
+//! file description locks and /proc. Linux only. Nothing above this module calls
+//! `libc` directly.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+/// Directory where Linux exposes POSIX shared memory objects.
+pub const SHM_DIR: &str = "/dev/shm";
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn c_name(object: &str) -> io::Result<CString> {
+    CString::new(format!("/{object}")).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// `shm_open` with `O_CLOEXEC`. `create` adds `O_CREAT | O_EXCL`.
+pub fn shm_open(object: &str, create: bool, mode: u32) -> io::Result<OwnedFd> {
+    let name = c_name(object)?;
+    let mut flags = libc::O_RDWR | libc::O_CLOEXEC;
+    if create {
+        flags |= libc::O_CREAT | libc::O_EXCL;
+    }
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+    let fd = cvt(unsafe { libc::shm_open(name.as_ptr(), flags, mode as libc::mode_t) })?;
+    // SAFETY: shm_open just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `shm_unlink`.
+pub fn shm_unlink(object: &str) -> io::Result<()> {
+    let name = c_name(object)?;
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+    cvt(unsafe { libc::shm_unlink(name.as_ptr()) }).map(drop)
+}
+
+/// Sets the permission bits exactly (the umask applied at `shm_open` is undone).
+pub fn fchmod(fd: &OwnedFd, mode: u32) -> io::Result<()> {
+    // SAFETY: `fd` is an open descriptor we own.
+    cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) }).map(drop)
+}
+
+/// Reserves `len` bytes of real memory for the object, so a full /dev/shm is an
+/// error now rather than a SIGBUS at first touch.
+pub fn fallocate(fd: &OwnedFd, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: `fd` is an open descriptor we own; posix_fallocate returns the error
+    // number instead of setting errno.
+    match unsafe { libc::posix_fallocate(fd.as_raw_fd(), 0, len) } {
+        0 => Ok(()),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
+}
+
+/// What `fstat` says about a segment file.
+#[derive(Clone, Copy, Debug)]
+pub struct FileInfo {
+    /// Size in bytes.
+    pub size: u64,
+    /// Owner uid.
+    pub uid: u32,
+    /// Permission bits.
+    pub mode: u32,
+}
+
+/// `fstat`.
+pub fn fstat(fd: &OwnedFd) -> io::Result<FileInfo> {
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `fd` is open; `stat` points to writable memory of the right type.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), stat.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded, so it filled the struct.
+    let stat = unsafe { stat.assume_init() };
+    Ok(FileInfo {
+        size: stat.st_size as u64,
+        uid: stat.st_uid,
+        mode: stat.st_mode & 0o7777,
+    })
+}
+
+/// A fresh open file description for the same object (so it can hold its own locks):
+/// reopens `/proc/self/fd/N`, which works even after the name was unlinked.
+pub fn reopen(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    let path = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `path` is a valid NUL-terminated string that outlives the call.
+    let new = cvt(unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
+    // SAFETY: open just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// A shared, read-write mapping of a whole segment, unmapped on drop.
+#[derive(Debug)]
+pub struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory shared with other processes anyway; all
+// concurrent access to it goes through atomics or claimed slots.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` bytes of `fd` shared and read-write.
+    pub fn new(fd: &OwnedFd, len: u64) -> io::Result<Self> {
+        let len = usize::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        if len == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: a fresh mapping chosen by the kernel (addr NULL), of an fd we own;
+        // the result is checked for MAP_FAILED.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EFAULT))?;
+        Ok(Self { base, len })
+    }
+
+    /// First byte of the mapping (page aligned).
+    pub fn base(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping is empty (never: `new` refuses zero).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: exactly the region mmap returned; nothing borrows it any more
+        // (the owner drops the mapping last).
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+/// `FUTEX_WAIT` on a word in shared memory (no `FUTEX_PRIVATE_FLAG`: waker and
+/// sleeper may be different processes). Returns when woken, when the word no longer
+/// holds `expected`, on a signal, or after `timeout`.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a live, aligned u32 for the duration of the call; the
+    // timespec (if any) outlives it. Errors (EAGAIN, EINTR, ETIMEDOUT) all mean
+    // "re-check", which every caller does.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            ts_ptr,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// `FUTEX_WAKE` for every sleeper on `word`.
+pub fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: `word` is a live, aligned u32; FUTEX_WAKE only uses its address.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Byte offset of the recovery lock. Locks sit far beyond any segment's data (locks
+/// may cover bytes past end of file), one byte each.
+pub const RECOVERY_LOCK_OFFSET: u64 = 1 << 41;
+
+/// Byte offset of participant `index`'s liveness lock.
+pub fn participant_lock_offset(index: u64) -> u64 {
+    RECOVERY_LOCK_OFFSET + 1 + index
+}
+
+fn flock_at(kind: libc::c_short, offset: u64) -> libc::flock {
+    // SAFETY: flock is plain data; all-zero is a valid value.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = offset as libc::off_t;
+    lock.l_len = 1;
+    lock.l_pid = 0; // required for OFD locks
+    lock
+}
+
+/// Takes an exclusive open-file-description lock on one byte, without blocking.
+/// `Ok(false)` if another description holds it. The kernel drops it when the last
+/// descriptor of this description closes, including when the process dies.
+pub fn ofd_try_lock(fd: &OwnedFd, offset: u64) -> io::Result<bool> {
+    let lock = flock_at(libc::F_WRLCK as libc::c_short, offset);
+    // SAFETY: `fd` is open; `lock` is a valid flock for the call's duration.
+    match cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_SETLK, &lock) }) {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Drops an OFD lock taken with [`ofd_try_lock`].
+pub fn ofd_unlock(fd: &OwnedFd, offset: u64) {
+    let lock = flock_at(libc::F_UNLCK as libc::c_short, offset);
+    // SAFETY: `fd` is open; `lock` is valid for the call. Unlocking cannot fail in a
+    // way we could act on.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
+}
+
+/// Whether some other open file description holds a lock on the byte at `offset`.
+pub fn ofd_is_locked(fd: &OwnedFd, offset: u64) -> io::Result<bool> {
+    let mut lock = flock_at(libc::F_WRLCK as libc::c_short, offset);
+    // SAFETY: `fd` is open; `lock` is valid and writable for the call.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) })?;
+    Ok(lock.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// This process's id.
+pub fn pid() -> u64 {
+    u64::from(std::process::id())
+}
+
+/// Start time of process `pid` in clock ticks since boot (field 22 of
+/// `/proc/PID/stat`), or 0 if unreadable. With the pid it names one process
+/// incarnation (shown by `inspect`).
+pub fn process_start_time(pid: u64) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // The command name (field 2) may contain spaces and ')'; fields resume after the
+    // last ')'. Field 3 is the first after it, so field 22 is the 20th.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(19))
+        .and_then(|field| field.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn realtime_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Names of the objects in /dev/shm that start with `prefix`.
+pub fn list_shm(prefix: &str) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(SHM_DIR)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let bytes = OsStr::as_bytes(&name);
+        if let Ok(name) = std::str::from_utf8(bytes) {
+            if let Some(rest) = name.strip_prefix(prefix) {
+                names.push(rest.to_owned());
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Pins the calling thread (process, for a single-threaded one) to `cpu`.
+pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: `cpu` is within the set's bit range (checked above).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is this thread.
+    cvt(unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) })
+        .map(drop)
+}
+
+/// Number of CPUs this process may run on.
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// CPU time (user + system) this process has used so far.
+pub fn process_cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: `usage` is writable memory of the right type.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
+        return Duration::ZERO;
+    }
+    // SAFETY: getrusage succeeded and filled the struct.
+    let usage = unsafe { usage.assume_init() };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
