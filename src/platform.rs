@@ -68,10 +68,6 @@ pub fn fallocate(fd: &OwnedFd, len: u64) -> io::Result<()> {
 pub struct FileInfo {
     /// Size in bytes.
     pub size: u64,
-    /// Owner uid.
-    pub uid: u32,
-    /// Permission bits.
-    pub mode: u32,
 }
 
 /// `fstat`.
@@ -83,8 +79,6 @@ pub fn fstat(fd: &OwnedFd) -> io::Result<FileInfo> {
     let stat = unsafe { stat.assume_init() };
     Ok(FileInfo {
         size: stat.st_size as u64,
-        uid: stat.st_uid,
-        mode: stat.st_mode & 0o7777,
     })
 }
 
@@ -142,16 +136,6 @@ impl Mapping {
     /// First byte of the mapping (page aligned).
     pub fn base(&self) -> *mut u8 {
         self.base.as_ptr()
-    }
-
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the mapping is empty (never: `new` refuses zero).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }
 
