@@ -74,3 +74,8 @@ pub use segment::{Options, ParticipantInfo, SegmentInfo};
 pub mod os {
     pub use crate::platform::{available_cpus, pin_to_cpu, process_cpu_time};
 }
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
