@@ -151,13 +151,39 @@ impl Queue {
     fn attach(segment: Arc<Segment>, fd: OwnedFd) -> Result<Self, Error> {
         let pid = platform::pid();
         let start_time = platform::process_start_time(pid);
-        let index = register(
-            &segment,
-            pid,
-            start_time,
-            |i| platform::ofd_try_lock(&fd, platform::participant_lock_offset(i)).unwrap_or(false),
-            |i| platform::ofd_unlock(&fd, platform::participant_lock_offset(i)),
-        );
+        let try_register = |fd: &OwnedFd| {
+            register(
+                &segment,
+                pid,
+                start_time,
+                |i| {
+                    platform::ofd_try_lock(fd, platform::participant_lock_offset(i))
+                        .unwrap_or(false)
+                },
+                |i| platform::ofd_unlock(fd, platform::participant_lock_offset(i)),
+            )
+        };
+        let mut index = try_register(&fd);
+        if index.is_none() {
+            // The table may be full of dead participants' records: free them through
+            // a record-less view (with its own descriptor), then retry once.
+            let observer_fd = platform::reopen(&fd).map_err(|source| Error::Io {
+                operation: "reopening the segment",
+                name: segment.name().to_owned(),
+                source,
+            })?;
+            Ring::observer(Arc::clone(&segment), ShmPlatform::new(observer_fd))
+                .sweep(true, None::<fn(&[u8])>);
+            index = try_register(&fd);
+        }
+        Self::finish_attach(segment, fd, index)
+    }
+
+    fn finish_attach(
+        segment: Arc<Segment>,
+        fd: OwnedFd,
+        index: Option<u64>,
+    ) -> Result<Self, Error> {
         let Some(index) = index else {
             return Err(Error::ParticipantTableFull {
                 name: segment.name().to_owned(),
@@ -429,9 +455,11 @@ impl Waiter {
         }
     }
 
-    /// Consumers: whether to look for dead consumers' messages now.
+    /// Consumers: whether to look for dead consumers' messages now. Spinners read
+    /// the clock every 64 polls; the other strategies already pay a system call or
+    /// a sleep per poll, so they check every time.
     fn due_for_sweep(&mut self, queue: &Queue) -> bool {
-        if self.polls % 64 != 63 {
+        if self.strategy == WaitStrategy::Spin && self.polls % 64 != 63 {
             return false;
         }
         let stuck = self

@@ -262,6 +262,22 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         }
     }
 
+    /// A ring view with no participant record, for sweeping only (used when the
+    /// participant table is full of dead records and a new handle must free one
+    /// before it can register). Sending or receiving through it panics.
+    pub fn observer(memory: M, platform: P) -> Self {
+        let geometry = *memory.geometry();
+        Self {
+            memory,
+            platform,
+            me: u64::MAX,
+            mask: geometry.mask(),
+            capacity: geometry.capacity,
+            max_message_size: geometry.max_message_size,
+            _not_sync: PhantomData,
+        }
+    }
+
     /// The memory this ring lives in.
     pub fn memory(&self) -> &M {
         &self.memory

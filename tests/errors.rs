@@ -149,3 +149,27 @@ fn handles_are_send_and_cloned_handles_work_after_unlink() {
         .unwrap();
     assert_eq!(queue.recv().unwrap(), b"from a thread");
 }
+
+#[test]
+fn a_table_full_of_dead_participants_is_reclaimed_on_open() {
+    let name = unique("dead-table");
+    let creator = Queue::create(&name, &Options::new(8, 16).max_participants(2)).unwrap();
+    // A child process takes the second record and dies without unregistering.
+    // SAFETY: the child only opens the segment and exits; it touches no lock held by
+    // another thread of this (multi-threaded) test process.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let queue = Queue::open(&name);
+        std::mem::forget(queue);
+        // SAFETY: _exit skips destructors and atexit handlers, like a crash.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(creator.info().dead(), 1, "the child's record is left behind, dead");
+    let reopened = Queue::open(&name).expect("the dead record was reclaimed");
+    assert_eq!(reopened.info().dead(), 0);
+    drop(reopened);
+    Queue::unlink(&name).unwrap();
+}
