@@ -477,6 +477,114 @@ mod tests {
         );
     }
 
+    fn valid_identity() -> (Identity, Geometry) {
+        let g = Geometry::new(16, 100, 8, 0).unwrap();
+        let identity = Identity {
+            magic: MAGIC,
+            version: LAYOUT_VERSION,
+            state: state::READY,
+            capacity: g.capacity,
+            max_message_size: g.max_message_size,
+            slot_stride: g.slot_stride,
+            slots_offset: g.slots_offset,
+            participants_offset: g.participants_offset,
+            max_participants: g.max_participants,
+            total_size: g.total_size,
+            ..Identity::default()
+        };
+        (identity, g)
+    }
+
+    #[test]
+    fn a_valid_header_validates_to_its_geometry() {
+        let (identity, g) = valid_identity();
+        assert_eq!(Geometry::validate(&identity, g.total_size), Ok(g));
+        assert_eq!(Geometry::validate(&identity, g.total_size + 4096), Ok(g));
+    }
+
+    #[test]
+    fn each_corrupted_header_field_is_named_in_the_error() {
+        let (good, g) = valid_identity();
+        let check = |mutate: &dyn Fn(&mut Identity), expected: HeaderProblem| {
+            let mut identity = good;
+            mutate(&mut identity);
+            assert_eq!(Geometry::validate(&identity, g.total_size), Err(expected));
+        };
+        check(&|i| i.magic ^= 1, HeaderProblem::Magic(MAGIC ^ 1));
+        check(&|i| i.version = 2, HeaderProblem::Version(2));
+        check(&|i| i.state = 7, HeaderProblem::State(7));
+        check(
+            &|i| i.capacity = 17,
+            HeaderProblem::Geometry(GeometryError::Capacity(17)),
+        );
+        check(
+            &|i| i.capacity = 0,
+            HeaderProblem::Geometry(GeometryError::Capacity(0)),
+        );
+        check(
+            &|i| i.max_message_size = 0,
+            HeaderProblem::Geometry(GeometryError::MessageSize(0)),
+        );
+        check(
+            &|i| i.max_participants = 0,
+            HeaderProblem::Geometry(GeometryError::Participants(0)),
+        );
+        check(
+            &|i| i.initial_position = u64::MAX,
+            HeaderProblem::Geometry(GeometryError::InitialPosition(u64::MAX)),
+        );
+        check(
+            &|i| {
+                i.capacity = 1 << 32;
+                i.max_message_size = 1 << 20;
+            },
+            HeaderProblem::Geometry(GeometryError::TooLarge(
+                g.slots_offset + (1u64 << 32) * ((1 << 20) + 64),
+            )),
+        );
+        for (field, offset) in [
+            ("slot_stride", std::mem::offset_of!(Identity, slot_stride)),
+            (
+                "participants_offset",
+                std::mem::offset_of!(Identity, participants_offset),
+            ),
+            ("slots_offset", std::mem::offset_of!(Identity, slots_offset)),
+            ("total_size", std::mem::offset_of!(Identity, total_size)),
+        ] {
+            let mut identity = good;
+            // Bump the stored u64 at `offset` by one.
+            let expected = {
+                let bytes: &mut [u8; 128] =
+                    // SAFETY: Identity is 128 bytes of plain integers (asserted at
+                    // compile time), so viewing it as bytes is sound.
+                    unsafe { &mut *(&mut identity as *mut Identity).cast::<[u8; 128]>() };
+                let old = u64::from_ne_bytes(bytes[offset..offset + 8].try_into().unwrap());
+                bytes[offset..offset + 8].copy_from_slice(&(old + 1).to_ne_bytes());
+                old
+            };
+            assert_eq!(
+                Geometry::validate(&identity, g.total_size),
+                Err(HeaderProblem::Field {
+                    field,
+                    found: expected + 1,
+                    expected
+                }),
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_shorter_than_the_header_implies_is_truncated() {
+        let (identity, g) = valid_identity();
+        assert_eq!(
+            Geometry::validate(&identity, g.total_size - 1),
+            Err(HeaderProblem::Truncated {
+                file_size: g.total_size - 1,
+                expected: g.total_size
+            })
+        );
+    }
+
     #[test]
     fn slots_are_line_aligned_and_do_not_overlap() {
         let g = Geometry::new(8, 100, 4, 0).unwrap();
