@@ -1,0 +1,251 @@
+//! The transports shmq is compared against: a pipe, a Unix domain socket pair and an
+//! eventfd (each one direction of a channel, created by the controller and inherited
+//! by the children as plain descriptors), plus the in-process `crossbeam` ArrayQueue.
+
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
+
+use crate::util::{os_error, CliError};
+
+/// A kernel transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FdKind {
+    /// `pipe2`.
+    Pipe,
+    /// `socketpair(AF_UNIX, SOCK_STREAM)`.
+    Unix,
+    /// `eventfd`: carries one nonzero 8-byte value per wake-up.
+    EventFd,
+}
+
+impl FdKind {
+    /// Name used in specs and output.
+    pub fn name(self) -> &'static str {
+        match self {
+            FdKind::Pipe => "pipe",
+            FdKind::Unix => "unix socket",
+            FdKind::EventFd => "eventfd",
+        }
+    }
+
+    /// Parses [`name`](Self::name).
+    pub fn parse(text: &str) -> Option<Self> {
+        [FdKind::Pipe, FdKind::Unix, FdKind::EventFd]
+            .into_iter()
+            .find(|k| k.name() == text)
+    }
+}
+
+/// One direction of a channel: the descriptor the receiver reads and the one the
+/// sender writes. Both are inheritable (no `O_CLOEXEC`) so children started after
+/// this can use them by number; the controller drops its copies once they started.
+pub struct FdChannel {
+    /// Read end.
+    pub rx: OwnedFd,
+    /// Write end (for an eventfd, the same descriptor duplicated).
+    pub tx: OwnedFd,
+}
+
+fn owned(fd: RawFd, what: &str) -> Result<OwnedFd, CliError> {
+    if fd < 0 {
+        return Err(os_error(what, std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` was just returned by the kernel to us and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+impl FdChannel {
+    /// Creates a channel of this kind.
+    pub fn new(kind: FdKind) -> Result<Self, CliError> {
+        match kind {
+            FdKind::Pipe => {
+                let mut fds = [-1; 2];
+                // SAFETY: `fds` is a writable array of two ints, as pipe2 requires.
+                if unsafe { libc::pipe2(fds.as_mut_ptr(), 0) } != 0 {
+                    return Err(os_error("pipe2", std::io::Error::last_os_error()));
+                }
+                Ok(Self {
+                    rx: owned(fds[0], "pipe2")?,
+                    tx: owned(fds[1], "pipe2")?,
+                })
+            }
+            FdKind::Unix => {
+                let mut fds = [-1; 2];
+                // SAFETY: `fds` is a writable array of two ints, as socketpair requires.
+                let rc = unsafe {
+                    libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr())
+                };
+                if rc != 0 {
+                    return Err(os_error("socketpair", std::io::Error::last_os_error()));
+                }
+                Ok(Self {
+                    rx: owned(fds[0], "socketpair")?,
+                    tx: owned(fds[1], "socketpair")?,
+                })
+            }
+            FdKind::EventFd => {
+                // SAFETY: eventfd takes plain integers and returns a new descriptor.
+                let fd = owned(unsafe { libc::eventfd(0, 0) }, "eventfd")?;
+                let tx = fd.try_clone().map_err(|e| os_error("dup", e))?;
+                // try_clone uses F_DUPFD_CLOEXEC: make the copy inheritable again.
+                clear_cloexec(&tx)?;
+                Ok(Self { rx: fd, tx })
+            }
+        }
+    }
+}
+
+fn clear_cloexec(fd: &OwnedFd) -> Result<(), CliError> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: F_SETFD with 0 on a descriptor we own only clears FD_CLOEXEC.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
+        return Err(os_error("fcntl", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// How a child waits on a descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Poll {
+    /// Blocking `read` (the kernel puts the reader to sleep).
+    Block,
+    /// `O_NONBLOCK` reads in a busy loop.
+    Spin,
+    /// `O_NONBLOCK` reads with `sched_yield` between them.
+    Yield,
+}
+
+/// A child's end of an fd transport: where it reads and where it writes.
+pub struct FdLink {
+    kind: FdKind,
+    rx: RawFd,
+    tx: RawFd,
+    poll: Poll,
+}
+
+impl FdLink {
+    /// Adopts inherited descriptor numbers (`-1`: this side does not read / write).
+    pub fn new(kind: FdKind, rx: RawFd, tx: RawFd, poll: Poll) -> Result<Self, CliError> {
+        if rx >= 0 && poll != Poll::Block {
+            // SAFETY: F_GETFL/F_SETFL on an inherited descriptor number; an invalid
+            // number only makes fcntl fail, which we report.
+            let ok = unsafe {
+                let flags = libc::fcntl(rx, libc::F_GETFL);
+                flags >= 0 && libc::fcntl(rx, libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
+            };
+            if !ok {
+                return Err(os_error(
+                    "setting O_NONBLOCK",
+                    std::io::Error::last_os_error(),
+                ));
+            }
+        }
+        Ok(Self { kind, rx, tx, poll })
+    }
+
+    /// Writes the whole message (an eventfd takes its first 8 bytes as the value).
+    pub fn send(&mut self, message: &[u8]) -> Result<(), CliError> {
+        let message = if self.kind == FdKind::EventFd {
+            &message[..8]
+        } else {
+            message
+        };
+        let mut done = 0;
+        while done < message.len() {
+            let rest = &message[done..];
+            // SAFETY: `rest` is valid readable memory of `rest.len()` bytes.
+            let n = unsafe { libc::write(self.tx, rest.as_ptr().cast(), rest.len()) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EAGAIN) => {
+                        std::hint::spin_loop();
+                        continue;
+                    }
+                    _ => return Err(os_error("write", e)),
+                }
+            }
+            done += n as usize;
+        }
+        Ok(())
+    }
+
+    /// Reads one message of `buffer.len()` bytes (8 for an eventfd). `Ok(false)` at
+    /// end of stream.
+    pub fn recv(&mut self, buffer: &mut [u8]) -> Result<bool, CliError> {
+        let want = if self.kind == FdKind::EventFd {
+            8
+        } else {
+            buffer.len()
+        };
+        let mut done = 0;
+        while done < want {
+            let rest = &mut buffer[done..want];
+            // SAFETY: `rest` is valid writable memory of `rest.len()` bytes.
+            let n = unsafe { libc::read(self.rx, rest.as_mut_ptr().cast(), rest.len()) };
+            if n == 0 {
+                return Ok(false);
+            }
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EAGAIN) => {
+                        if self.poll == Poll::Yield {
+                            std::thread::yield_now();
+                        } else {
+                            std::hint::spin_loop();
+                        }
+                        continue;
+                    }
+                    _ => return Err(os_error("read", e)),
+                }
+            }
+            done += n as usize;
+        }
+        Ok(true)
+    }
+}
+
+/// A fixed-size message for the crossbeam baseline (crossbeam holds values, not
+/// byte slices, so the size is a type parameter).
+pub type Msg<const N: usize> = [u8; N];
+
+/// One thread's end of a crossbeam ping-pong: push on `tx`, pop from `rx`, spinning.
+pub struct CrossbeamLink<const N: usize> {
+    /// Outgoing queue.
+    pub tx: Arc<ArrayQueue<Msg<N>>>,
+    /// Incoming queue.
+    pub rx: Arc<ArrayQueue<Msg<N>>>,
+}
+
+impl<const N: usize> CrossbeamLink<N> {
+    /// Pushes, spinning while full.
+    pub fn send(&mut self, message: &[u8]) {
+        let mut value = [0u8; N];
+        value[..message.len().min(N)].copy_from_slice(&message[..message.len().min(N)]);
+        while let Err(back) = self.tx.push(value) {
+            value = back;
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Pops, spinning while empty.
+    pub fn recv(&mut self, buffer: &mut [u8]) {
+        loop {
+            if let Some(value) = self.rx.pop() {
+                let n = buffer.len().min(N);
+                buffer[..n].copy_from_slice(&value[..n]);
+                return;
+            }
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// How long a child waits in one blocking shmq call before looking at the stop flag.
+pub const STOP_CHECK: Duration = Duration::from_millis(20);

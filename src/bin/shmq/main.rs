@@ -1,0 +1,86 @@
+//! `shmq`: latency and throughput benchmarks between real processes, and the
+//! everyday tools for shmq segments (create, send, recv, inspect, ls, rm).
+//!
+//! Modules: [`tools`] holds the segment tools, [`bench`] the benchmark controller,
+//! [`roles`] what each re-executed child process does, [`baselines`] the pipe / Unix
+//! socket / eventfd / cache-line transports, [`report`] histograms and their output,
+//! [`plot`] the SVG, [`util`] clocks, durations, the control mapping and exit codes.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+mod baselines;
+mod bench;
+mod plot;
+mod report;
+mod roles;
+mod tools;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Lock-free MPMC queue in POSIX shared memory: benchmarks and segment tools.
+#[derive(Parser, Debug)]
+#[command(name = "shmq", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Measure latency / throughput / wake-up between processes (default: latency, 1P1C).
+    Bench(bench::BenchArgs),
+    /// Create a segment.
+    Create(tools::CreateArgs),
+    /// Send each line of stdin (or each length-prefixed frame) as one message.
+    Send(tools::SendArgs),
+    /// Receive messages to stdout, one per line (or framed).
+    Recv(tools::RecvArgs),
+    /// Show a segment's header, cursors, waiters, participants and recovery counters.
+    Inspect(tools::InspectArgs),
+    /// List every shmq segment on this host with its state.
+    Ls(tools::LsArgs),
+    /// Remove a segment (refuses while live processes are attached, unless --force).
+    Rm(tools::RmArgs),
+    /// Internal: one process of a benchmark (started by `shmq bench`).
+    #[command(name = "__child", hide = true)]
+    Child {
+        /// Role name.
+        role: String,
+        /// Role parameters as JSON.
+        spec: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { util::EX_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Bench(args) => bench::run(&args),
+        Command::Create(args) => tools::create(&args),
+        Command::Send(args) => tools::send(&args),
+        Command::Recv(args) => tools::recv(&args),
+        Command::Inspect(args) => tools::inspect(&args),
+        Command::Ls(args) => tools::ls(&args),
+        Command::Rm(args) => tools::rm(&args),
+        Command::Child { role, spec } => roles::run(&role, &spec),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if !e.message.is_empty() {
+                eprintln!("shmq: {}", e.message);
+            }
+            ExitCode::from(e.code)
+        }
+    }
+}
