@@ -131,7 +131,9 @@ pub fn run(role: &str, spec_text: &str) -> Result<(), CliError> {
 
 // ---- the links a child talks through ------------------------------------------------
 
-/// One side of a transport: shmq queues, or inherited descriptors.
+/// One side of a transport: shmq queues, or inherited descriptors. (One per
+/// process, never moved in the hot loop: the size difference does not matter.)
+#[allow(clippy::large_enum_variant)]
 enum Link {
     Shmq {
         tx: Option<Queue>,
@@ -458,7 +460,9 @@ fn consumer(spec: &Spec, control: &Control, link: &mut Link) -> Result<Value, Cl
         received += 1;
         if word != 0 {
             let now = now_ns();
-            if word >= plan.measure_from {
+            // A stamp from the future is two eventfd writes summed before one read
+            // (the reader was late): not a sample.
+            if word >= plan.measure_from && word <= now {
                 record(&mut histogram, now.saturating_sub(word));
             }
             if now >= plan.measure_from {

@@ -1,0 +1,238 @@
+//! Runs the real `shmq` binary: segment tools, exit codes, and a short bench.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use shmq::{Options, Queue};
+
+const EX_USAGE: i32 = 64;
+const EX_NOINPUT: i32 = 66;
+const EX_UNAVAILABLE: i32 = 69;
+const EX_CANTCREAT: i32 = 73;
+const EX_TEMPFAIL: i32 = 75;
+
+fn shmq(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shmq"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start shmq");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for shmq")
+}
+
+fn code(output: &Output) -> i32 {
+    output.status.code().expect("exited normally")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A unique segment name, unlinked when the test ends (whatever happened).
+struct Name(String);
+
+impl Name {
+    fn new(test: &str) -> Self {
+        Self(format!("cli-{test}-{}", std::process::id()))
+    }
+}
+
+impl Drop for Name {
+    fn drop(&mut self) {
+        let _ = Queue::unlink(&self.0);
+    }
+}
+
+#[test]
+fn lines_sent_on_stdin_come_back_one_per_line() {
+    let name = Name::new("lines");
+    let created = shmq(
+        &["create", &name.0, "--capacity", "8", "--max-size", "32"],
+        b"",
+    );
+    assert_eq!(code(&created), 0, "{}", stderr(&created));
+    let sent = shmq(&["send", &name.0], b"one\ntwo\nthree\n");
+    assert_eq!(code(&sent), 0, "{}", stderr(&sent));
+    let received = shmq(&["recv", &name.0, "--count", "3"], b"");
+    assert_eq!(code(&received), 0, "{}", stderr(&received));
+    assert_eq!(stdout(&received), "one\ntwo\nthree\n");
+}
+
+#[test]
+fn framed_messages_keep_newlines_and_binary_bytes() {
+    let name = Name::new("framed");
+    assert_eq!(code(&shmq(&["create", &name.0], b"")), 0);
+    let payloads: [&[u8]; 3] = [b"a\nb", b"", &[0, 255, 10, 13]];
+    let mut input = Vec::new();
+    for p in payloads {
+        input.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        input.extend_from_slice(p);
+    }
+    let sent = shmq(&["send", &name.0, "--framed"], &input);
+    assert_eq!(code(&sent), 0, "{}", stderr(&sent));
+    let received = shmq(&["recv", &name.0, "--framed", "--count", "3"], b"");
+    assert_eq!(code(&received), 0, "{}", stderr(&received));
+    assert_eq!(received.stdout, input);
+}
+
+#[test]
+fn a_truncated_frame_is_a_data_error() {
+    let name = Name::new("truncated");
+    assert_eq!(code(&shmq(&["create", &name.0], b"")), 0);
+    let sent = shmq(&["send", &name.0, "--framed"], &[5, 0, 0, 0, b'a']);
+    assert_eq!(code(&sent), 65, "{}", stderr(&sent));
+}
+
+#[test]
+fn recv_times_out_with_tempfail_and_a_message() {
+    let name = Name::new("timeout");
+    assert_eq!(code(&shmq(&["create", &name.0], b"")), 0);
+    let received = shmq(&["recv", &name.0, "--timeout", "200ms"], b"");
+    assert_eq!(code(&received), EX_TEMPFAIL);
+    assert!(
+        stderr(&received).contains("timed out"),
+        "{}",
+        stderr(&received)
+    );
+}
+
+#[test]
+fn missing_segment_is_noinput_and_existing_one_is_cantcreat() {
+    let name = Name::new("codes");
+    let missing = shmq(&["inspect", &name.0], b"");
+    assert_eq!(code(&missing), EX_NOINPUT);
+    assert!(stderr(&missing).contains(&name.0));
+    assert_eq!(
+        code(&shmq(&["recv", &name.0, "--count", "1"], b"")),
+        EX_NOINPUT
+    );
+    assert_eq!(code(&shmq(&["create", &name.0], b"")), 0);
+    assert_eq!(code(&shmq(&["create", &name.0], b"")), EX_CANTCREAT);
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    assert_eq!(
+        code(&shmq(&["recv", "x", "--timeout", "soon"], b"")),
+        EX_USAGE
+    );
+    assert_eq!(code(&shmq(&["frobnicate"], b"")), EX_USAGE);
+    let name = Name::new("usage");
+    let odd = shmq(&["create", &name.0, "--capacity", "3"], b"");
+    assert_eq!(code(&odd), EX_USAGE, "{}", stderr(&odd));
+    assert_eq!(code(&shmq(&["bench", "--size", "4"], b"")), EX_USAGE);
+}
+
+#[test]
+fn inspect_shows_occupancy_and_live_participants() {
+    let name = Name::new("inspect");
+    let queue = Queue::create(&name.0, &Options::new(16, 64)).expect("create");
+    queue.try_send(b"x").expect("send");
+    let text = shmq(&["inspect", &name.0], b"");
+    assert_eq!(code(&text), 0, "{}", stderr(&text));
+    let out = stdout(&text);
+    assert!(out.contains("occupancy      1 / 16"), "{out}");
+    assert!(out.contains("1 live, 0 dead"), "{out}");
+    assert!(out.contains(&std::process::id().to_string()), "{out}");
+    let json = shmq(&["inspect", &name.0, "--json"], b"");
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(value["capacity"], 16);
+    assert_eq!(value["occupancy"], 1);
+    assert_eq!(value["live"], 1);
+    drop(queue);
+}
+
+#[test]
+fn ls_lists_the_segment() {
+    let name = Name::new("ls");
+    assert_eq!(code(&shmq(&["create", &name.0], b"")), 0);
+    let listed = shmq(&["ls"], b"");
+    assert_eq!(code(&listed), 0, "{}", stderr(&listed));
+    let line = stdout(&listed)
+        .lines()
+        .find(|l| l.starts_with(&name.0))
+        .map(str::to_owned);
+    assert!(line.is_some_and(|l| l.contains("unused")));
+    let json = shmq(&["ls", "--json"], b"");
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert!(value
+        .as_array()
+        .expect("array")
+        .iter()
+        .any(|s| s["name"] == name.0.as_str()));
+}
+
+#[test]
+fn rm_refuses_a_segment_in_use_unless_forced() {
+    let name = Name::new("rm");
+    let queue = Queue::create(&name.0, &Options::default()).expect("create");
+    let refused = shmq(&["rm", &name.0], b"");
+    assert_eq!(code(&refused), EX_UNAVAILABLE);
+    assert!(stderr(&refused).contains("live participant"));
+    assert!(Queue::inspect(&name.0).is_ok(), "still there");
+    let forced = shmq(&["rm", "--force", &name.0], b"");
+    assert_eq!(code(&forced), 0, "{}", stderr(&forced));
+    assert!(matches!(
+        Queue::inspect(&name.0),
+        Err(shmq::Error::NotFound { .. })
+    ));
+    drop(queue);
+    let again = shmq(&["rm", &name.0], b"");
+    assert_eq!(code(&again), EX_NOINPUT);
+}
+
+#[test]
+fn rm_removes_an_unused_segment() {
+    let name = Name::new("rm-unused");
+    assert_eq!(code(&shmq(&["create", &name.0], b"")), 0);
+    assert_eq!(code(&shmq(&["rm", &name.0], b"")), 0);
+    assert!(Queue::inspect(&name.0).is_err());
+}
+
+#[test]
+fn short_bench_prints_the_floor_and_percentiles_and_cleans_up() {
+    let child = Command::new(env!("CARGO_BIN_EXE_shmq"))
+        .args(["bench", "--duration", "1s", "--warmup", "100ms"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start shmq bench");
+    let pid = child.id();
+    let output = child.wait_with_output().expect("wait for shmq bench");
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let out = stdout(&output);
+    for needle in [
+        "cache-line floor",
+        "shmq round trip",
+        "shmq one-way",
+        "p50",
+        "p99.9",
+        "× floor p50",
+    ] {
+        assert!(out.contains(needle), "missing `{needle}` in:\n{out}");
+    }
+    // Its segments (shmq.bench.PID.N) and control files (shmq-bench-PID-N.ctl) are gone.
+    let leaked: Vec<String> = std::fs::read_dir("/dev/shm")
+        .expect("read /dev/shm")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.starts_with(&format!("shmq.bench.{pid}."))
+                || n.starts_with(&format!("shmq-bench-{pid}-"))
+        })
+        .collect();
+    assert!(leaked.is_empty(), "left in /dev/shm: {leaked:?}");
+}
