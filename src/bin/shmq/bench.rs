@@ -627,7 +627,9 @@ fn throughput_phase(
         "warmup_ns": nanos(args.warmup),
     });
     if let Some(count) = args.count {
+        // A counted run is measured whole: no warm-up to discard.
         spec["count"] = json!(count);
+        spec["warmup_ns"] = json!(0);
     }
     if let Some(rate) = args.rate {
         spec["interval_ns"] = json!(((1e9 * producers as f64) / rate).max(1.0) as u64);

@@ -591,10 +591,14 @@ fn crossbeam_sized<const N: usize>(
         let mut buffer = [0u8; N];
         let mut histogram = new_histogram();
         let mut sent = 0u64;
+        let count_limit = spec.opt_u64("count");
         loop {
+            if count_limit.is_some_and(|limit| sent >= limit) {
+                break;
+            }
             let word = if pingpong || sent % SAMPLE_EVERY == 0 {
                 let now = now_ns();
-                if now >= until || control.stopping() {
+                if (count_limit.is_none() && now >= until) || control.stopping() {
                     break;
                 }
                 now & !ONE_WAY
