@@ -289,7 +289,8 @@ fn unfinished_and_short_segments_are_not_ready_or_corrupt() {
     put_u32(&mut state_zero, state, 0);
     let mut state_garbage = image.to_vec();
     put_u32(&mut state_garbage, state, 0xdead_beef);
-    let cases: Vec<(&str, Vec<u8>, fn(&Error) -> bool)> = vec![
+    type Expected = fn(&Error) -> bool;
+    let cases: Vec<(&str, Vec<u8>, Expected)> = vec![
         ("state 0", state_zero, |e| {
             matches!(e, Error::NotReady { .. })
         }),
