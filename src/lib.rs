@@ -65,7 +65,7 @@ pub mod model {
 
 pub use error::{Error, RecvError, SendError, TryRecvError, TrySendError};
 #[cfg(not(loom))]
-pub use queue::{Queue, WaitStrategy, PARK_SLICE, STUCK_BOUND, SWEEP_INTERVAL};
+pub use queue::{Listing, Queue, WaitStrategy, PARK_SLICE, STUCK_BOUND, SWEEP_INTERVAL};
 #[cfg(not(loom))]
 pub use segment::{Options, ParticipantInfo, SegmentInfo};
 

@@ -11,6 +11,10 @@ use crate::platform;
 use crate::ring::{register, Direction, Readiness, Ring};
 use crate::segment::{snapshot, Options, Segment, SegmentInfo, ShmPlatform};
 
+/// What [`Queue::list`] returns: each segment's name with its snapshot, or the error
+/// opening it gave (a segment of another layout version, a corrupt one, ...).
+pub type Listing = Vec<(String, Result<SegmentInfo, Error>)>;
+
 /// How a blocking call waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitStrategy {
@@ -121,7 +125,7 @@ impl Queue {
     }
 
     /// Every shmq segment on this host, with its state or the error opening it gave.
-    pub fn list() -> Result<Vec<(String, Result<SegmentInfo, Error>)>, Error> {
+    pub fn list() -> Result<Listing, Error> {
         let names =
             platform::list_shm(crate::segment::OBJECT_PREFIX).map_err(|source| Error::Io {
                 operation: "listing /dev/shm",

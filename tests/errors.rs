@@ -167,7 +167,11 @@ fn a_table_full_of_dead_participants_is_reclaimed_on_open() {
     let mut status = 0;
     // SAFETY: waits for our own child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(creator.info().dead(), 1, "the child's record is left behind, dead");
+    assert_eq!(
+        creator.info().dead(),
+        1,
+        "the child's record is left behind, dead"
+    );
     let reopened = Queue::open(&name).expect("the dead record was reclaimed");
     assert_eq!(reopened.info().dead(), 0);
     drop(reopened);

@@ -23,6 +23,9 @@ use crate::util::{
     EX_OSERR, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE,
 };
 
+/// A hook run once the first `n` producers have finished (and `n` itself).
+type AfterProducers<'a> = Option<(u64, &'a mut dyn FnMut() -> Result<(), CliError>)>;
+
 /// What to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Workload {
@@ -233,7 +236,7 @@ impl Context<'_> {
         expected_ready: u64,
         inherited: Vec<OwnedFd>,
         seconds: f64,
-        mut after_producers: Option<(u64, &mut dyn FnMut() -> Result<(), CliError>)>,
+        mut after_producers: AfterProducers<'_>,
     ) -> Result<Vec<Value>, CliError> {
         self.phase += 1;
         let control = Control::create(&self.phase.to_string())?;
@@ -686,12 +689,11 @@ fn throughput_phase(
         }
         Ok(())
     };
-    let hook: Option<(u64, &mut dyn FnMut() -> Result<(), CliError>)> =
-        if transport == Transport::Shmq {
-            Some((producers, &mut send_stops))
-        } else {
-            None
-        };
+    let hook: AfterProducers<'_> = if transport == Transport::Shmq {
+        Some((producers, &mut send_stops))
+    } else {
+        None
+    };
     let ready = producers + consumers;
     let results = ctx.run_phase(transport.name(), plans, ready, inherited, seconds, hook)?;
     rate_from(

@@ -219,7 +219,7 @@ pub fn recv(args: &RecvArgs) -> Result<(), CliError> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut received = 0u64;
     let mut buffer = vec![0u8; queue.max_message_size() as usize];
-    while args.count.map_or(true, |count| received < count) {
+    while args.count.is_none_or(|count| received < count) {
         // Flush before blocking so a pipeline sees each message promptly.
         out.flush().map_err(stdout_error)?;
         let started = Instant::now();
