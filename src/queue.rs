@@ -441,11 +441,26 @@ struct Waiter {
     deadline: Option<Instant>,
     started: Option<Instant>,
     polls: u32,
-    /// Since when the other side's claim has been pending (for the liveness check).
+    /// Start of the current stretch in which the other side's claim is pending.
     pending_since: Option<Instant>,
     /// A sweep found the slot held by a dead consumer: sleep rather than spin.
     blocked_on_dead: bool,
 }
+
+/// How long to sleep when nothing is in flight for us: a full slice, unless some
+/// claim is outstanding (a peer mid-operation, or a dead one that a sweep after
+/// waking must repair), which no wake-up may announce.
+fn parking_slice(queue: &Queue, slice: Duration) -> Duration {
+    if queue.ring.outstanding_claims() {
+        slice.min(STALL_SLICE)
+    } else {
+        slice
+    }
+}
+
+/// Sleep slice for a sleeping strategy stuck behind a live but stalled claimer (a
+/// preempted or stopped peer): bounded, because its finish may not wake us.
+const STALL_SLICE: Duration = Duration::from_millis(1);
 
 impl Waiter {
     fn new(strategy: WaitStrategy, deadline: Option<Instant>) -> Self {
@@ -459,23 +474,35 @@ impl Waiter {
         }
     }
 
-    /// Consumers: whether to look for dead consumers' messages now. Spinners read
-    /// the clock every 64 polls; the other strategies already pay a system call or
-    /// a sleep per poll, so they check every time.
+    fn sleeps(&self) -> bool {
+        matches!(
+            self.strategy,
+            WaitStrategy::Futex | WaitStrategy::Hybrid { .. }
+        )
+    }
+
+    fn stalled(&self, now: Instant) -> bool {
+        self.pending_since
+            .is_some_and(|since| now - since >= STUCK_BOUND)
+    }
+
+    /// Consumers: whether to sweep now (for dead producers' holes and dead
+    /// consumers' messages). Spinners read the clock every 64 polls; the other
+    /// strategies pay a system call or a sleep per poll anyway.
     fn due_for_sweep(&mut self, queue: &Queue) -> bool {
         if self.strategy == WaitStrategy::Spin && self.polls % 64 != 63 {
             return false;
         }
-        let stuck = self
-            .pending_since
-            .is_some_and(|t| t.elapsed() >= STUCK_BOUND);
-        stuck || queue.last_sweep.get().elapsed() >= SWEEP_INTERVAL
+        let now = Instant::now();
+        let since_sweep = now - queue.last_sweep.get();
+        let suspicious = self.stalled(now) || queue.ring.outstanding_claims();
+        (suspicious && since_sweep >= STUCK_BOUND) || since_sweep >= SWEEP_INTERVAL
     }
 
     /// One wait step. `Stop` when the deadline has passed.
     fn wait(&mut self, queue: &Queue, direction: Direction) -> Loop {
         self.polls = self.polls.wrapping_add(1);
-        let check_clock = self.polls % 64 == 0 || !matches!(self.strategy, WaitStrategy::Spin);
+        let check_clock = self.polls % 64 == 0 || self.strategy != WaitStrategy::Spin;
         let now = if check_clock {
             Some(Instant::now())
         } else {
@@ -487,9 +514,8 @@ impl Waiter {
             }
         }
         let started = *self.started.get_or_insert_with(Instant::now);
-        let sleepy = match self.strategy {
-            WaitStrategy::Spin => false,
-            WaitStrategy::Yield => false,
+        let sleep_phase = match self.strategy {
+            WaitStrategy::Spin | WaitStrategy::Yield => false,
             WaitStrategy::Futex => true,
             WaitStrategy::Hybrid { spin, yield_for } => {
                 let waited = now.map_or(Duration::ZERO, |n| n - started);
@@ -500,17 +526,13 @@ impl Waiter {
                 waited >= spin + yield_for
             }
         };
-        if let Some(now) = now {
-            self.track_pending(queue, direction, now);
-        }
-        if !sleepy && !self.blocked_on_dead {
-            if self.strategy == WaitStrategy::Spin {
-                crate::sync::spin_hint();
-            } else {
-                crate::sync::yield_now();
+        let stalled = match now {
+            Some(now) => {
+                self.track_pending(queue, direction, now);
+                self.stalled(now)
             }
-            return Loop::Again;
-        }
+            None => false,
+        };
         let slice = match self.deadline {
             Some(deadline) => deadline
                 .saturating_duration_since(Instant::now())
@@ -519,27 +541,45 @@ impl Waiter {
         };
         if self.blocked_on_dead {
             // The slot we need belongs to a dead consumer; a live consumer's sweep
-            // will release it and wake us. Sleep in bounded slices meanwhile.
+            // releases it (and wakes us). Sleep in bounded slices meanwhile.
             queue.ring.park_forced(direction, Some(slice));
             self.blocked_on_dead = false;
-        } else if queue.ring.park(direction, Some(slice)) == Readiness::Pending {
+        } else if stalled && self.sleeps() {
+            // A live peer sits on its claim (preempted, stopped): don't burn a core.
+            queue
+                .ring
+                .park_forced(direction, Some(slice.min(STALL_SLICE)));
+        } else if !sleep_phase {
+            if self.strategy == WaitStrategy::Spin {
+                crate::sync::spin_hint();
+            } else {
+                crate::sync::yield_now();
+            }
+        } else if queue
+            .ring
+            .park(direction, Some(parking_slice(queue, slice)))
+            == Readiness::Pending
+        {
             crate::sync::yield_now();
         }
         Loop::Again
     }
 
-    /// Notices a claim that stays unfinished and, past [`STUCK_BOUND`], sweeps.
+    /// Notes whether the other side's claim is pending; a producer stuck past
+    /// [`STUCK_BOUND`] sweeps (at most once per bound). Consumers sweep from their
+    /// receive loop instead, where they can take a dead consumer's message.
     fn track_pending(&mut self, queue: &Queue, direction: Direction, now: Instant) {
         if queue.ring.readiness(direction) != Readiness::Pending {
             self.pending_since = None;
             return;
         }
-        let since = *self.pending_since.get_or_insert(now);
-        if now - since < STUCK_BOUND || direction == Direction::NotEmpty {
-            // Consumers sweep (with delivery) from recv's loop instead.
+        self.pending_since.get_or_insert(now);
+        if direction == Direction::NotEmpty
+            || !self.stalled(now)
+            || now - queue.last_sweep.get() < STUCK_BOUND
+        {
             return;
         }
-        self.pending_since = Some(now);
         queue.last_sweep.set(now);
         let outcome = queue.ring.sweep(false, None::<fn(&[u8])>);
         self.blocked_on_dead = outcome.dead_consumer_pending;

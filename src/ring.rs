@@ -377,7 +377,19 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
             } else {
                 // Another producer took `pos` already; catch up.
                 // Relaxed: as above.
-                pos = shared.enqueue_pos.value.load(Ordering::Relaxed);
+                let current = shared.enqueue_pos.value.load(Ordering::Relaxed);
+                if current == pos {
+                    // Impossible in a well-formed ring: the Acquire above saw a store
+                    // made after the cursor moved past `pos`, so coherence forbids
+                    // reading `pos` again. The segment was written over; report
+                    // rather than spin forever in a non-blocking call.
+                    if recorded {
+                        // Release: see above.
+                        record.enqueue_claim.store(CLAIM_NONE, Ordering::Release);
+                    }
+                    return Err(TrySendError::Full);
+                }
+                pos = current;
             }
         }
     }
@@ -428,8 +440,19 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
                 }
                 return Err(TryRecvError::Empty);
             } else {
+                // Another consumer took `pos` already; catch up.
                 // Relaxed: as above.
-                pos = shared.dequeue_pos.value.load(Ordering::Relaxed);
+                let current = shared.dequeue_pos.value.load(Ordering::Relaxed);
+                if current == pos {
+                    // Impossible in a well-formed ring (see try_send): the segment was
+                    // written over. Report rather than spin forever.
+                    if recorded {
+                        // Release: see try_send.
+                        record.dequeue_claim.store(CLAIM_NONE, Ordering::Release);
+                    }
+                    return Err(TryRecvError::Empty);
+                }
+                pos = current;
             }
         }
     }
@@ -650,6 +673,20 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         })
     }
 
+    /// Whether any other participant's claim is outstanding (claimed and not yet
+    /// finished): a mid-operation peer, or a dead one a sweep must repair. Loads
+    /// only, no system call; waiters use it to decide how long to sleep.
+    pub fn outstanding_claims(&self) -> bool {
+        (0..self.memory.geometry().max_participants).any(|index| {
+            let record = self.memory.participant(index);
+            // Acquire: pairs with registration and the Release claim stores.
+            index != self.me
+                && record.state.load(Ordering::Acquire) == participant::ACTIVE
+                && (self.enqueue_outstanding(record.enqueue_claim.load(Ordering::Acquire))
+                    || self.dequeue_outstanding(record.dequeue_claim.load(Ordering::Acquire)))
+        })
+    }
+
     /// Finds dead participants and repairs what they left: a dead producer's claimed
     /// slot is published as a skip; a dead consumer's unreleased message is passed to
     /// `deliver` (if given) and released; dead records with nothing outstanding are
@@ -662,12 +699,16 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         deliver: Option<impl FnOnce(&[u8]) -> R>,
     ) -> Sweep<R> {
         let mut outcome = Sweep::default();
-        let Some(_guard) = self.platform.try_lock_recovery() else {
+        if !housekeeping && !self.outstanding_claims() {
+            // Nothing to repair: skip the lock and its system calls.
+            return outcome;
+        }
+        let Some(guard) = self.platform.try_lock_recovery() else {
             outcome.busy = true;
             return outcome;
         };
-        let mut deliver = deliver;
         let shared = self.memory.shared();
+        let mut taken_over = None;
         for index in 0..self.memory.geometry().max_participants {
             if index == self.me {
                 continue;
@@ -712,29 +753,40 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
                 }
             }
             if dequeue_stuck && !self.live_holder(false, dequeue_claim) {
-                match deliver.take() {
-                    Some(f) => {
-                        let (index, slot) = self.slot_at(dequeue_claim);
-                        outcome.redelivered =
-                            Some(match self.take_claimed(index, dequeue_claim, slot, f) {
-                                Taken::Message(r) => Ok(r),
-                                Taken::Corrupt(e) => Err(e),
-                                Taken::Skipped(_) => Err(TryRecvError::Empty),
-                            });
-                        // Relaxed: a statistic.
-                        shared.stats.redelivered.fetch_add(1, Ordering::Relaxed);
-                    }
-                    None => {
-                        outcome.dead_consumer_pending = true;
-                        continue;
-                    }
+                if deliver.is_none() || taken_over.is_some() {
+                    outcome.dead_consumer_pending = true;
+                    continue;
                 }
+                // Take the claim over: once our record names it, we are its live
+                // holder, so the dead record can go and the lock can be dropped
+                // before the (user's, possibly slow) delivery closure runs. If we
+                // die before releasing, our dead record leads the next sweeper to
+                // it. Release: pairs with other sweepers' Acquire record scans.
+                self.record()
+                    .dequeue_claim
+                    .store(dequeue_claim, Ordering::Release);
+                // Release: as above; the dead record no longer names the claim.
+                record.dequeue_claim.store(CLAIM_NONE, Ordering::Release);
+                taken_over = Some(dequeue_claim);
             }
+            // Acquire: pairs with the Release just above if we took the claim over.
+            let dequeue_claim = record.dequeue_claim.load(Ordering::Acquire);
             if !self.enqueue_outstanding(enqueue_claim) && !self.dequeue_outstanding(dequeue_claim)
             {
                 self.free_record(record);
                 outcome.freed += 1;
             }
+        }
+        drop(guard);
+        if let (Some(pos), Some(f)) = (taken_over, deliver) {
+            let (index, slot) = self.slot_at(pos);
+            outcome.redelivered = Some(match self.take_claimed(index, pos, slot, f) {
+                Taken::Message(r) => Ok(r),
+                Taken::Corrupt(e) => Err(e),
+                Taken::Skipped(_) => Err(TryRecvError::Empty),
+            });
+            // Relaxed: a statistic.
+            shared.stats.redelivered.fetch_add(1, Ordering::Relaxed);
         }
         outcome
     }
