@@ -130,6 +130,17 @@ fn exercise(queue: &Queue) {
     let info = queue.info();
     assert!(info.participants.len() <= info.identity.max_participants as usize);
     queue.sweep();
+    // Whatever the cursors and sequences say, the non-blocking calls return (an
+    // error or a bounded message) instead of spinning, and blocking ones time out.
+    let max = queue.max_message_size() as usize;
+    for _ in 0..4 {
+        let _ = queue.try_send(b"probe");
+        if let Ok(message) = queue.try_recv() {
+            assert!(message.len() <= max);
+        }
+    }
+    let _ = queue.recv_timeout(std::time::Duration::ZERO);
+    let _ = queue.send_timeout(b"probe", std::time::Duration::ZERO);
 }
 
 // ---- each header field, one at a time --------------------------------------------
