@@ -141,6 +141,12 @@ fn exercise(queue: &Queue) {
     }
     let _ = queue.recv_timeout(std::time::Duration::ZERO);
     let _ = queue.send_timeout(b"probe", std::time::Duration::ZERO);
+    // Leave no probe behind (bounded: a ring yields at most a lap plus our sends).
+    for _ in 0..queue.capacity() + 8 {
+        if queue.try_recv().is_err() {
+            break;
+        }
+    }
 }
 
 // ---- each header field, one at a time --------------------------------------------
