@@ -671,6 +671,7 @@ fn invalid_names_are_refused_everywhere() {
 
 /// Entry point of child processes; a no-op in a normal test run.
 #[test]
+#[ignore = "entry point of child processes: the tests that spawn them run it with --ignored"]
 fn child_process() {
     let Ok(role) = std::env::var(ROLE) else {
         return;
@@ -715,6 +716,7 @@ fn another_user_is_refused_a_private_segment() {
         .args([
             "--exact",
             "child_process",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])

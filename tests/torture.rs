@@ -105,6 +105,7 @@ fn spawn_role(role: &str, vars: &[(&str, String)]) -> Child {
         .args([
             "--exact",
             "child_process",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
@@ -271,6 +272,7 @@ fn decode(bytes: &[u8]) -> Option<u64> {
 
 /// Entry point of every child process; a no-op in a normal test run.
 #[test]
+#[ignore = "entry point of child processes: the tests that spawn them run it with --ignored"]
 fn child_process() {
     let Ok(role) = std::env::var(ROLE) else {
         return;
