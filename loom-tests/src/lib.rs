@@ -1,1 +1,296 @@
-//! Loom models of the shmq algorithm live in `tests/`; build with `RUSTFLAGS="--cfg loom"`.
+//! Loom models of the shmq algorithm. The models live in `tests/`; this crate holds
+//! what they share: a [`Platform`](shmq::ring::Platform) built from loom's own
+//! primitives, and small helpers to set up a heap ring and check what came out.
+//!
+//! Everything here exists only under `--cfg loom`:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p loom-tests --release
+//! ```
+//!
+//! The ring under test is `shmq::ring::Ring` itself, over `shmq::heap::HeapMemory`
+//! (slots with loom atomics and loom `UnsafeCell` payloads): the code that ships, not
+//! a copy. `weaken.sh` shows that the suite fails when an ordering in `src/ring.rs`
+//! is weakened.
+
+#![cfg(loom)]
+#![deny(missing_docs, unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+use std::time::{Duration, Instant};
+
+use loom::sync::atomic::AtomicBool;
+use loom::sync::{Arc, Condvar, Mutex};
+use shmq::heap::HeapMemory;
+use shmq::model::{AtomicU32, Ordering};
+use shmq::ring::{register, Platform, Ring};
+use shmq::TryRecvError;
+
+/// A ring handle as the models use it.
+pub type ModelRing = Ring<std::sync::Arc<HeapMemory>, ModelPlatform>;
+
+/// A message: `[producer, sequence number]`.
+pub type Message = (u8, u8);
+
+/// Bytes in a model message.
+pub const MESSAGE_SIZE: u64 = 2;
+
+struct PlatformState {
+    /// `dead[i]`: participant `i` has stopped for good (set by the model, like the
+    /// kernel dropping a dead process's liveness lock).
+    dead: Vec<AtomicBool>,
+    /// The recovery lock.
+    recovery_locked: AtomicBool,
+    /// The futex: its hash-bucket lock and its sleepers. One for every word; a waiter
+    /// re-checks its own word after each wake-up, so sharing costs no precision.
+    futex_lock: Mutex<()>,
+    futex_sleepers: Condvar,
+}
+
+/// The operating system, as loom sees it: liveness flags, a try-lock, and a futex
+/// made of a mutex and a condition variable.
+///
+/// The futex model never times out and never returns spuriously: a waiter returns
+/// only once its word has changed. A lost wake-up therefore leaves the waiter asleep
+/// forever, which loom reports as a deadlock.
+#[derive(Clone)]
+pub struct ModelPlatform(Arc<PlatformState>);
+
+/// Holds the model's recovery lock; dropping it unlocks.
+pub struct RecoveryGuard(Arc<PlatformState>);
+
+impl Drop for RecoveryGuard {
+    fn drop(&mut self) {
+        // Release: the next sweeper's Acquire CAS sees every repair we made.
+        self.0.recovery_locked.store(false, Ordering::Release);
+    }
+}
+
+impl ModelPlatform {
+    /// A platform for `participants` records, all alive.
+    pub fn new(participants: u64) -> Self {
+        Self(Arc::new(PlatformState {
+            dead: (0..participants).map(|_| AtomicBool::new(false)).collect(),
+            recovery_locked: AtomicBool::new(false),
+            futex_lock: Mutex::new(()),
+            futex_sleepers: Condvar::new(),
+        }))
+    }
+
+    /// Marks participant `index` dead. Call it from the dying participant's thread
+    /// after its last action, as the kernel releases a dead process's lock only after
+    /// the process has stopped.
+    pub fn kill(&self, index: u64) {
+        // Release: pairs with the Acquire in `is_alive`, so a sweeper that sees the
+        // death also sees everything the participant did before dying (the kernel's
+        // lock hand-over gives the real platform the same edge).
+        self.0.dead[index as usize].store(true, Ordering::Release);
+    }
+}
+
+impl Platform for ModelPlatform {
+    type RecoveryGuard = RecoveryGuard;
+
+    fn is_alive(&self, index: u64) -> bool {
+        // Acquire: pairs with the Release in `kill`.
+        !self.0.dead[index as usize].load(Ordering::Acquire)
+    }
+
+    fn try_lock_recovery(&self) -> Option<RecoveryGuard> {
+        // Acquire: pairs with the Release in the previous guard's drop. Failure:
+        // Relaxed, we learn nothing from a lock we did not get.
+        self.0
+            .recovery_locked
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| RecoveryGuard(self.0.clone()))
+    }
+
+    fn wait(&self, word: &AtomicU32, expected: u32, _timeout: Option<Duration>) {
+        // Timeouts are ignored on purpose: a wait that needs one to end is a lost
+        // wake-up, and loom reports the stuck thread as a deadlock.
+        let mut bucket = self.0.futex_lock.lock().unwrap();
+        // SeqCst: the kernel reads the futex word after a full barrier, under the
+        // bucket lock. The lock alone already orders this load after any waker that
+        // locked before us; SeqCst keeps the model no weaker than the kernel.
+        while word.load(Ordering::SeqCst) == expected {
+            bucket = self.0.futex_sleepers.wait(bucket).unwrap();
+        }
+    }
+
+    fn wake_all(&self, _word: &AtomicU32) {
+        // Taking the bucket lock orders us after a waiter that checked the word and
+        // is about to sleep (it sleeps before it unlocks), as in the kernel.
+        let _bucket = self.0.futex_lock.lock().unwrap();
+        self.0.futex_sleepers.notify_all();
+    }
+}
+
+/// A heap ring with `participants` registered handles, in index order.
+pub fn ring(
+    capacity: u64,
+    participants: u64,
+    initial_position: u64,
+) -> (std::sync::Arc<HeapMemory>, ModelPlatform, Vec<ModelRing>) {
+    // A std `Arc`: the ring's `RingMemory` impl is for it, and its count is not part
+    // of the algorithm.
+    let memory = std::sync::Arc::new(HeapMemory::new(
+        capacity,
+        MESSAGE_SIZE,
+        participants,
+        initial_position,
+    ));
+    declare_initial_values_seq_cst(&memory);
+    let platform = ModelPlatform::new(participants);
+    let rings = (0..participants)
+        .map(|n| {
+            let index = register(&memory, n + 1, 0, |_| true, |_| {})
+                .expect("a fresh ring has a free record for every participant");
+            assert_eq!(index, n, "records are handed out in order");
+            Ring::new(memory.clone(), platform.clone(), index)
+        })
+        .collect();
+    (memory, platform, rings)
+}
+
+/// Re-stores, with SeqCst, the initial value of every word the algorithm accesses
+/// with SeqCst (the cursors and the wait words).
+///
+/// Loom treats SeqCst loads and stores as AcqRel (loom's README, "Unsupported
+/// features"), except for one rule: a SeqCst load does not return a store older than
+/// a newer SeqCst store. A word's initial value is not a SeqCst store in loom, so a
+/// SeqCst load could return it after a SeqCst CAS had replaced it, which the C++
+/// memory model forbids (initialisation happens before every SeqCst operation, so a
+/// SeqCst load that follows a SeqCst write in the total order cannot read it). That
+/// gap made loom report a lost wake-up the real orderings exclude. Re-storing the
+/// values with SeqCst, before any model thread starts, closes it; it adds no
+/// synchronisation the threads do not already get from `spawn`.
+fn declare_initial_values_seq_cst(memory: &HeapMemory) {
+    use shmq::ring::RingMemory;
+    let shared = memory.shared();
+    for cursor in [&shared.enqueue_pos.value, &shared.dequeue_pos.value] {
+        // SeqCst: see above.
+        cursor.store(cursor.load(Ordering::Relaxed), Ordering::SeqCst);
+    }
+    for word in [&shared.not_empty, &shared.not_full] {
+        // SeqCst: see above.
+        word.waiters
+            .store(word.waiters.load(Ordering::Relaxed), Ordering::SeqCst);
+        // SeqCst: see above.
+        word.epoch
+            .store(word.epoch.load(Ordering::Relaxed), Ordering::SeqCst);
+    }
+}
+
+/// Receives one message, if any.
+pub fn try_recv(ring: &ModelRing) -> Result<Message, TryRecvError> {
+    ring.try_recv_with(|bytes| {
+        assert_eq!(bytes.len(), MESSAGE_SIZE as usize, "torn message length");
+        (bytes[0], bytes[1])
+    })
+}
+
+/// Consecutive failed retries (Full, Empty, Pending) one thread may make in one
+/// execution before loom stops branching for the rest of that execution.
+///
+/// Why a budget: loom does not count a switch away from a yielding thread as a
+/// preemption, so two threads spinning on each other's yields (two producers on a
+/// full ring while the consumer waits its turn) form an unbounded execution that
+/// exhausts loom's branch limit. Past the budget, [`loom::skip_branch`] lets the
+/// execution run to its end in loom's default schedule (which runs the thread that
+/// yielded least, so the one the spinners wait for) and still checks every assertion
+/// and every cell access on it; only the alternatives after that point are not
+/// explored. A third consecutive failure reaches no new state: each retry repeats the
+/// same loads of the same slot, and the values a yielding thread can read are already
+/// explored on the first two.
+pub const SPIN_BUDGET: usize = 2;
+
+/// Counts a thread's consecutive failed retries (see [`SPIN_BUDGET`]).
+#[derive(Default)]
+pub struct Spin {
+    failures: usize,
+}
+
+impl Spin {
+    /// A retry failed: yield, and stop branching once over budget.
+    pub fn failed(&mut self) {
+        self.failures += 1;
+        if self.failures > SPIN_BUDGET {
+            loom::skip_branch();
+        }
+        loom::thread::yield_now();
+    }
+
+    /// The thread made progress: its budget starts over.
+    pub fn progressed(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// Sends `message`, yielding to the other threads while the ring is full.
+pub fn send_spinning(ring: &ModelRing, message: Message) {
+    let mut spin = Spin::default();
+    while ring.try_send(&[message.0, message.1]).is_err() {
+        spin.failed();
+    }
+}
+
+/// Asserts that `received` holds every message of `expected` exactly once.
+pub fn assert_exactly_once(received: &[Message], expected: &[Message]) {
+    let mut got = received.to_vec();
+    got.sort_unstable();
+    let mut want = expected.to_vec();
+    want.sort_unstable();
+    assert_eq!(got, want, "delivery is not exactly-once");
+}
+
+/// Asserts that, in what one consumer `received`, each producer's messages come in
+/// the order that producer sent them.
+pub fn assert_per_producer_order(received: &[Message]) {
+    for producer in received.iter().map(|m| m.0) {
+        let sequence: Vec<u8> = received
+            .iter()
+            .filter(|m| m.0 == producer)
+            .map(|m| m.1)
+            .collect();
+        assert!(
+            sequence.windows(2).all(|w| w[0] < w[1]),
+            "producer {producer}'s messages out of order: {received:?}"
+        );
+    }
+}
+
+/// Runs `model` under loom with at most `preemptions` preemptions per execution
+/// (the `LOOM_MAX_PREEMPTIONS` environment variable overrides it), and prints the
+/// bound, the number of executions explored and the time taken.
+pub fn check<F>(name: &str, preemptions: usize, model: F)
+where
+    F: Fn() + Sync + Send + 'static,
+{
+    use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
+    let mut builder = loom::model::Builder::new();
+    if std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
+        builder.preemption_bound = Some(preemptions);
+    }
+    if std::env::var_os("LOOM_MAX_BRANCHES").is_none() {
+        // Spinning threads (a producer retrying on Full, a consumer on Empty) make
+        // long executions; loom's default of 1 000 branch points is too few for the
+        // models that move four messages through two slots.
+        builder.max_branches = 20_000;
+    }
+    let executions = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = executions.clone();
+    let started = Instant::now();
+    builder.check(move || {
+        // Relaxed: a statistic of the test harness, outside the model.
+        counter.fetch_add(1, StdOrdering::Relaxed);
+        model();
+    });
+    eprintln!(
+        "loom model {name}: preemption bound {:?}, {} executions, {:.1?}",
+        builder.preemption_bound,
+        // Relaxed: read after the model finished, on the same thread.
+        executions.load(StdOrdering::Relaxed),
+        started.elapsed()
+    );
+}
