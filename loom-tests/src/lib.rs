@@ -200,9 +200,12 @@ pub fn try_recv(ring: &ModelRing) -> Result<Message, TryRecvError> {
 /// execution run to its end in loom's default schedule (which runs the thread that
 /// yielded least, so the one the spinners wait for) and still checks every assertion
 /// and every cell access on it; only the alternatives after that point are not
-/// explored. A third consecutive failure reaches no new state: each retry repeats the
-/// same loads of the same slot, and the values a yielding thread can read are already
-/// explored on the first two.
+/// explored. This is a bound like the preemption bound, not a proof: executions in
+/// which a thread retries three times in a row without progress, and something new
+/// happens only after that, are explored along one schedule only. Each retry repeats
+/// the same loads of the same slot, and loom never hands a yielding thread a stale
+/// value it read before its yield, so two retries already see the slot move on.
+/// `weaken.sh` confirms the budget leaves the models able to fail.
 pub const SPIN_BUDGET: usize = 2;
 
 /// Counts a thread's consecutive failed retries (see [`SPIN_BUDGET`]).
