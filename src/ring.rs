@@ -624,8 +624,11 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         }
         // Relaxed: as above; cleared before the decrement for the same reason.
         record.waiting.fetch_and(!bit, Ordering::Relaxed);
-        // Relaxed: a waker that still sees us counted only wakes in vain.
-        word.waiters.fetch_sub(1, Ordering::Relaxed);
+        // SeqCst: a waker's SeqCst load that reads this decrement is thereby ordered
+        // before our next SeqCst increment (C++20 coherence-ordered-before), which
+        // the wake-up argument needs when we park again. Loom does not derive that
+        // from a Relaxed write, and on x86 this is the same locked instruction.
+        word.waiters.fetch_sub(1, Ordering::SeqCst);
         readiness
     }
 

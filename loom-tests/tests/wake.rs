@@ -4,21 +4,14 @@
 //! timeout and never return until the word changed, so a lost wake-up leaves a
 //! thread asleep forever and loom fails the model with "deadlock".
 //!
-//! # What loom cannot check here
+//! # Parking more than once
 //! The protocol rests on the single total order of SeqCst operations (see the
 //! `ring` module docs). Loom treats SeqCst accesses as AcqRel and only keeps a
-//! SeqCst load from returning a store older than a newer *SeqCst* store. `park`
-//! leaves with `waiters.fetch_sub(1, Relaxed)`; a waker's SeqCst load may then, in
-//! loom, read that Relaxed value after the next waiter's SeqCst increment, which
-//! C++20 forbids (reading a value written before the increment puts the load before
-//! the increment in the total order, and then the waiter's SeqCst cursor load sees
-//! the waker's claim). So every model in which a waiter parks after an earlier
-//! `park` returned (`consumer_parks_twice`, `two_consumers_parked_on_empty_ring_are_woken`)
-//! deadlocks in loom although the real orderings are correct. They are `#[ignore]`d;
-//! with that decrement made SeqCst (same instruction on x86, slow path only) both
-//! pass (checked: 1 024 and 7 197 executions). The models that run have one park per
-//! waiter, so no Relaxed write to `waiters` precedes a SeqCst one, and loom's
-//! approximation is exact for them.
+//! SeqCst load from returning a store older than a newer *SeqCst* store, so the
+//! decrement with which `park` leaves is SeqCst (C++20 would order it correctly even
+//! as Relaxed; on x86 it is the same instruction). With that, the models in which a
+//! waiter parks again after an earlier `park` returned (`consumer_parks_twice`,
+//! `two_consumers_parked_on_empty_ring_are_woken`) run like the others.
 #![cfg(loom)]
 
 use loom::thread;
@@ -84,7 +77,6 @@ fn consumer_parked_on_empty_ring_is_woken() {
 ///
 /// Bound: 2 preemptions (three threads).
 #[test]
-#[ignore = "loom false positive: park()'s Relaxed `waiters.fetch_sub` (see module docs)"]
 fn two_consumers_parked_on_empty_ring_are_woken() {
     check("two_consumers_parked_on_empty_ring_are_woken", 2, || {
         let (_, _, mut rings) = ring(2, 3, NEAR_WRAP);
@@ -106,7 +98,6 @@ fn two_consumers_parked_on_empty_ring_are_woken() {
 ///
 /// Bound: 3 preemptions, as for one message.
 #[test]
-#[ignore = "loom false positive: park()'s Relaxed `waiters.fetch_sub` (see module docs)"]
 fn consumer_parks_twice() {
     check("consumer_parks_twice", 3, || {
         let (_, _, mut rings) = ring(2, 2, NEAR_WRAP);
