@@ -447,6 +447,11 @@ struct Waiter {
     blocked_on_dead: bool,
 }
 
+/// For this long a waiter looks at nothing but its slot: reading the cursors or the
+/// participant table would pull lines the other side writes on every operation and
+/// cost it a coherence miss on its next claim. Stall detection starts after it.
+const WATCH_AFTER: Duration = Duration::from_millis(1);
+
 /// How long to sleep when nothing is in flight for us: a full slice, unless some
 /// claim is outstanding (a peer mid-operation, or a dead one that a sweep after
 /// waking must repair), which no wake-up may announce.
@@ -490,10 +495,16 @@ impl Waiter {
     /// consumers' messages). Spinners read the clock every 64 polls; the other
     /// strategies pay a system call or a sleep per poll anyway.
     fn due_for_sweep(&mut self, queue: &Queue) -> bool {
-        if self.strategy == WaitStrategy::Spin && self.polls % 64 != 63 {
+        if self.strategy == WaitStrategy::Spin && self.polls % 256 != 255 {
             return false;
         }
         let now = Instant::now();
+        if self
+            .started
+            .is_none_or(|started| now - started < WATCH_AFTER)
+        {
+            return false;
+        }
         let since_sweep = now - queue.last_sweep.get();
         let suspicious = self.stalled(now) || queue.ring.outstanding_claims();
         (suspicious && since_sweep >= STUCK_BOUND) || since_sweep >= SWEEP_INTERVAL
@@ -502,7 +513,7 @@ impl Waiter {
     /// One wait step. `Stop` when the deadline has passed.
     fn wait(&mut self, queue: &Queue, direction: Direction) -> Loop {
         self.polls = self.polls.wrapping_add(1);
-        let check_clock = self.polls % 64 == 0 || self.strategy != WaitStrategy::Spin;
+        let check_clock = self.polls % 256 == 0 || self.strategy != WaitStrategy::Spin;
         let now = if check_clock {
             Some(Instant::now())
         } else {
@@ -527,11 +538,11 @@ impl Waiter {
             }
         };
         let stalled = match now {
-            Some(now) => {
+            Some(now) if now - started >= WATCH_AFTER => {
                 self.track_pending(queue, direction, now);
                 self.stalled(now)
             }
-            None => false,
+            _ => false,
         };
         let slice = match self.deadline {
             Some(deadline) => deadline

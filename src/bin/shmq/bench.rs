@@ -52,7 +52,7 @@ pub enum Wait {
 }
 
 /// `shmq bench` options.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 #[command(after_long_help = "\
 With no options: latency ping-pong between two processes pinned to two cores, spin \
 waiting, 64-byte messages, plus the cache-line floor (two processes bouncing one cache \
@@ -110,6 +110,11 @@ pub struct BenchArgs {
     /// plus crossbeam's ArrayQueue between two threads, and print ratios.
     #[arg(long)]
     pub compare: bool,
+    /// Latency: alternate the cache-line floor and each transport in this many
+    /// rounds (--duration is split among them), so each ratio compares measurements
+    /// taken moments apart on the same vCPU placement.
+    #[arg(long, default_value_t = 4)]
+    pub rounds: u32,
     /// Throughput under a fixed offered load, e.g. 100k/s (total over producers);
     /// latency is measured from each message's intended send time.
     #[arg(long, value_parser = parse_rate)]
@@ -835,9 +840,14 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         let _ = std::io::stdout().flush();
     }
 
-    let mut floors = vec![floor(&mut ctx, "cache-line floor (before)", floor_time)?];
+    let mut floors = Vec::new();
+    if args.workload != Workload::Latency {
+        floors.push(floor(&mut ctx, "cache-line floor (before)", floor_time)?);
+    }
     let mut series: Vec<Series> = Vec::new();
     let mut rates: Vec<Rate> = Vec::new();
+    // Latency only: per label, the p50 / same-round floor p50 of every round.
+    let mut round_ratios: Vec<(String, Vec<f64>)> = Vec::new();
     match args.workload {
         Workload::Latency => {
             let mut transports = vec![Transport::Shmq];
@@ -849,8 +859,36 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
                     transports.push(Transport::Crossbeam);
                 }
             }
-            for t in transports {
-                series.extend(latency_phase(&mut ctx, &mut segments, t)?);
+            let rounds = args.rounds.max(1);
+            let round_args = BenchArgs {
+                duration: args.duration / rounds,
+                ..args.clone()
+            };
+            let mut round_ctx = Context {
+                args: &round_args,
+                wait: ctx.wait,
+                cpus: ctx.cpus.clone(),
+                progress: ctx.progress,
+                terminal: ctx.terminal,
+                phase: ctx.phase,
+            };
+            let floor_round = round_args.duration.min(Duration::from_millis(250));
+            for _ in 0..rounds {
+                let floor_series = floor(&mut round_ctx, "cache-line floor", floor_round)?;
+                let floor_p50 = floor_series.histogram.value_at_quantile(0.5) as f64;
+                merge_series(&mut floors, floor_series);
+                for &t in &transports {
+                    for s in latency_phase(&mut round_ctx, &mut segments, t)? {
+                        if floor_p50 > 0.0 {
+                            let ratio = s.histogram.value_at_quantile(0.5) as f64 / floor_p50;
+                            match round_ratios.iter_mut().find(|(l, _)| *l == s.label) {
+                                Some((_, ratios)) => ratios.push(ratio),
+                                None => round_ratios.push((s.label.clone(), vec![ratio])),
+                            }
+                        }
+                        merge_series(&mut series, s);
+                    }
+                }
             }
         }
         Workload::Throughput => {
@@ -861,8 +899,43 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
             if args.compare {
                 transports.extend([Transport::Fd(FdKind::Unix), Transport::Fd(FdKind::Pipe)]);
             }
-            for t in transports {
-                rates.push(throughput_phase(&mut ctx, &mut segments, t)?);
+            // Alternate the transports in rounds (--duration split among them, or
+            // --count per round) so each ratio compares runs moments apart.
+            let rounds = if args.count.is_some() {
+                1
+            } else {
+                args.rounds.max(1)
+            };
+            let round_args = BenchArgs {
+                duration: args.duration / rounds,
+                ..args.clone()
+            };
+            let mut round_ctx = Context {
+                args: &round_args,
+                wait: ctx.wait,
+                cpus: ctx.cpus.clone(),
+                progress: ctx.progress,
+                terminal: ctx.terminal,
+                phase: ctx.phase,
+            };
+            for _ in 0..rounds {
+                let mut shmq_rate = None;
+                for &t in &transports {
+                    let rate = throughput_phase(&mut round_ctx, &mut segments, t)?;
+                    let per_s = rate.messages_per_s;
+                    match shmq_rate {
+                        None => shmq_rate = Some(per_s),
+                        Some(shmq) if per_s > 0.0 => {
+                            let label = format!("shmq ÷ {}", rate.label);
+                            match round_ratios.iter_mut().find(|(l, _)| *l == label) {
+                                Some((_, ratios)) => ratios.push(shmq / per_s),
+                                None => round_ratios.push((label, vec![shmq / per_s])),
+                            }
+                        }
+                        Some(_) => {}
+                    }
+                    merge_rate(&mut rates, rate, rounds);
+                }
             }
         }
         Workload::Wakeup => {
@@ -879,11 +952,14 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
             }
         }
     }
-    floors.push(floor(&mut ctx, "cache-line floor (after)", floor_time)?);
+    if args.workload != Workload::Latency {
+        floors.push(floor(&mut ctx, "cache-line floor (after)", floor_time)?);
+    }
     drop(segments);
 
-    // The floor for ratios: the lower p50 of the two runs (host placement of the
-    // vCPUs can change it for seconds; the lower one is the physical limit).
+    // The floor for ratios in the table: the lowest floor p50 measured (host
+    // placement of the vCPUs can change it for seconds; the lowest is the physical
+    // limit). For latency, the per-round ratios below are the fairer comparison.
     let floor_p50 = floors
         .iter()
         .map(|f| f.histogram.value_at_quantile(0.5) as f64)
@@ -922,6 +998,11 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
             "pinned": !ctx.cpus.is_empty(),
             "notes": notes,
             "floor_p50_ns": floor_p50,
+            "round_ratios": round_ratios.iter().map(|(label, ratios)| json!({
+                "label": label,
+                "p50_over_same_round_floor_p50": ratios,
+                "median": median(ratios),
+            })).collect::<Vec<_>>(),
             "latency": all.iter().map(report::series_json).collect::<Vec<_>>(),
             "throughput": rates.iter().map(|r| json!({
                 "transport": r.label,
@@ -940,6 +1021,27 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         floor_p50.map_or("n/a".to_owned(), fmt_ns)
     );
     print!("{}", report::latency_table(&all, floor_p50));
+    if !round_ratios.is_empty() {
+        println!();
+        println!(
+            "{} of the same round ({} rounds; transports alternate):",
+            if rates.is_empty() {
+                "p50 / cache-line floor p50"
+            } else {
+                "messages/s ratio"
+            },
+            args.rounds.max(1)
+        );
+        for (label, ratios) in &round_ratios {
+            let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}×")).collect();
+            println!(
+                "  {:<36} median {:>6.2}×   rounds: {}",
+                label,
+                median(ratios),
+                each.join(" ")
+            );
+        }
+    }
     if !rates.is_empty() {
         let shmq_rate = rates.first().map_or(0.0, |r| r.messages_per_s);
         println!();
@@ -989,6 +1091,45 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         return Err(CliError::new(EX_UNAVAILABLE, "no floor samples were taken"));
     }
     Ok(())
+}
+
+/// Adds `new` to the series with the same label (histograms merged), or appends it.
+fn merge_series(all: &mut Vec<Series>, new: Series) {
+    match all.iter_mut().find(|s| s.label == new.label) {
+        Some(existing) => {
+            // Same bounds and precision (report::new_histogram), so adding cannot fail
+            // short of a value above the histogram's range, which recording refused.
+            let _ = existing.histogram.add(&new.histogram);
+        }
+        None => all.push(new),
+    }
+}
+
+/// Adds one round's `rate` to the transport's running total (rounds have equal
+/// durations, so the mean of their rates is the overall rate).
+fn merge_rate(all: &mut Vec<Rate>, rate: Rate, rounds: u32) {
+    match all.iter_mut().find(|r| r.label == rate.label) {
+        Some(existing) => {
+            existing.messages_per_s += rate.messages_per_s / f64::from(rounds);
+            existing.messages += rate.messages;
+            let _ = existing.latency.histogram.add(&rate.latency.histogram);
+        }
+        None => all.push(Rate {
+            messages_per_s: rate.messages_per_s / f64::from(rounds),
+            ..rate
+        }),
+    }
+}
+
+/// Median of a non-empty list (0 for an empty one).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
 }
 
 fn floors_unavailable(all: &[Series]) -> bool {

@@ -228,6 +228,57 @@ impl Link {
     }
 }
 
+impl Link {
+    /// Echo side: receives one message and sends it straight back. Over shmq the
+    /// message is forwarded from its slot, zero copy, before the slot is released
+    /// (`recv_with`), which is how a forwarding stage uses the queue. Returns the
+    /// message's first word and, for one-way stamps, the receipt time (read before
+    /// the echo is sent), or `None` if nothing came within a few ms.
+    fn forward(&mut self, scratch: &mut [u8]) -> Result<Option<(u64, u64)>, CliError> {
+        match self {
+            Link::Shmq {
+                tx: Some(tx),
+                rx: Some(rx),
+                ..
+            } => {
+                let fail = |e: String| CliError::new(EX_SOFTWARE, format!("forward: {e}"));
+                let deadline = std::time::Instant::now() + STOP_CHECK;
+                let echo = |bytes: &[u8]| {
+                    let word = word_of(bytes);
+                    let received = if word & ONE_WAY != 0 { now_ns() } else { 0 };
+                    let sent = if word == STOP { Ok(()) } else { tx.send(bytes) };
+                    sent.map(|()| (word, received))
+                };
+                let outcome = match rx.try_recv_with(echo) {
+                    Err(TryRecvError::Empty) => rx.recv_with_deadline(echo, Some(deadline)),
+                    other => other.map_err(|e| match e {
+                        TryRecvError::Corrupt { position, len, max } => {
+                            RecvError::Corrupt { position, len, max }
+                        }
+                        _ => RecvError::Timeout,
+                    }),
+                };
+                match outcome {
+                    Ok(sent) => sent.map(Some).map_err(|e| fail(e.to_string())),
+                    Err(RecvError::Timeout) => Ok(None),
+                    Err(e) => Err(fail(e.to_string())),
+                }
+            }
+            _ => {
+                if self.recv(scratch)?.is_none() {
+                    return Ok(None);
+                }
+                let word = word_of(scratch);
+                let received = if word & ONE_WAY != 0 { now_ns() } else { 0 };
+                if word != STOP {
+                    self.send(scratch)?;
+                }
+                Ok(Some((word, received)))
+            }
+        }
+    }
+}
+
 fn stamp(buffer: &mut [u8], word: u64) {
     buffer[..8].copy_from_slice(&word.to_le_bytes());
 }
@@ -359,19 +410,17 @@ fn pong(spec: &Spec, control: &Control, link: &mut Link) -> Result<Value, CliErr
     control.ready_and_wait();
     let mut histogram = new_histogram();
     loop {
-        match link.recv(&mut buffer)? {
-            Some(()) => {}
+        let (word, received) = match link.forward(&mut buffer)? {
+            Some(echoed) => echoed,
             None if control.stopping() => break,
             None => continue,
-        }
-        let word = word_of(&buffer);
+        };
         if word == STOP {
             break;
         }
         if word & ONE_WAY != 0 {
-            record(&mut histogram, now_ns().saturating_sub(word & !ONE_WAY));
+            record(&mut histogram, received.saturating_sub(word & !ONE_WAY));
         }
-        link.send(&buffer)?;
     }
     Ok(json!({ "oneway": to_json(&histogram) }))
 }
