@@ -42,7 +42,11 @@ pub fn latency_svg(path: &str, title: &str, series: &[Series]) -> Result<(), Cli
     let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
+        // The run's header without its "shmq bench: " prefix, small enough to fit.
+        .caption(
+            title.strip_prefix("shmq bench: ").unwrap_or(title),
+            ("sans-serif", 13),
+        )
         .margin(16)
         .x_label_area_size(48)
         .y_label_area_size(72)
