@@ -196,7 +196,27 @@ struct Context<'a> {
     phase: u32,
 }
 
+/// The arguments of one of `rounds` rounds: `--duration` split evenly.
+fn per_round(args: &BenchArgs, rounds: u32) -> BenchArgs {
+    BenchArgs {
+        duration: args.duration / rounds,
+        ..args.clone()
+    }
+}
+
 impl Context<'_> {
+    /// The same context with other arguments (a round's).
+    fn with_args<'b>(&self, args: &'b BenchArgs) -> Context<'b> {
+        Context {
+            args,
+            wait: self.wait,
+            cpus: self.cpus.clone(),
+            progress: self.progress,
+            terminal: self.terminal,
+            phase: self.phase,
+        }
+    }
+
     fn cpu(&self, index: usize) -> Option<usize> {
         if self.cpus.is_empty() {
             None
@@ -860,18 +880,8 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
                 }
             }
             let rounds = args.rounds.max(1);
-            let round_args = BenchArgs {
-                duration: args.duration / rounds,
-                ..args.clone()
-            };
-            let mut round_ctx = Context {
-                args: &round_args,
-                wait: ctx.wait,
-                cpus: ctx.cpus.clone(),
-                progress: ctx.progress,
-                terminal: ctx.terminal,
-                phase: ctx.phase,
-            };
+            let round_args = per_round(args, rounds);
+            let mut round_ctx = ctx.with_args(&round_args);
             let floor_round = round_args.duration.min(Duration::from_millis(250));
             for _ in 0..rounds {
                 let floor_series = floor(&mut round_ctx, "cache-line floor", floor_round)?;
@@ -906,18 +916,8 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
             } else {
                 args.rounds.max(1)
             };
-            let round_args = BenchArgs {
-                duration: args.duration / rounds,
-                ..args.clone()
-            };
-            let mut round_ctx = Context {
-                args: &round_args,
-                wait: ctx.wait,
-                cpus: ctx.cpus.clone(),
-                progress: ctx.progress,
-                terminal: ctx.terminal,
-                phase: ctx.phase,
-            };
+            let round_args = per_round(args, rounds);
+            let mut round_ctx = ctx.with_args(&round_args);
             for _ in 0..rounds {
                 let mut shmq_rate = None;
                 for &t in &transports {
