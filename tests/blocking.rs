@@ -1,7 +1,9 @@
 //! Blocking send/receive: timeouts, every wait strategy, wake-ups across processes,
 //! idle CPU, and a waiter killed while asleep.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use shmq::{Options, Queue, RecvError, SendError, WaitStrategy};
@@ -149,12 +151,7 @@ fn run_child_role() -> bool {
 }
 
 fn spawn_role(test: &str, role: String) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(ROLE, role)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap()
+    common::spawn_role(test, ROLE, role)
 }
 
 #[test]

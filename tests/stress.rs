@@ -1,7 +1,9 @@
 //! Exactly-once and per-producer order, under contention: threads in one process,
 //! then real processes (this test binary re-executed with a role in the environment).
 
-use std::process::{Child, Command};
+mod common;
+
+use std::process::Child;
 use std::time::Instant;
 
 use shmq::{Options, Queue, TrySendError};
@@ -158,12 +160,7 @@ fn run_child_role() -> bool {
 }
 
 fn spawn_role(test: &str, role: String) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(ROLE, role)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn child")
+    common::spawn_role(test, ROLE, role)
 }
 
 /// P producer and C consumer processes on one segment; each consumer checks order,
