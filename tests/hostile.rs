@@ -7,12 +7,14 @@
 //!   message of at most the maximum size, never a read outside the slot.
 //! * Invalid names are refused; a 0600 segment refuses another user.
 
+mod common;
+
 use std::fs;
 use std::mem::offset_of;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::thread;
@@ -712,15 +714,7 @@ fn another_user_is_refused_a_private_segment() {
     assert_eq!(mode(&shared), 0o666);
     // The child drops to nobody (std calls setgroups, setgid, then setuid between
     // fork and exec) and reports what Queue::open said.
-    let output = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "child_process",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROLE, "open-as-nobody")
+    let output = common::child_command("child_process", true, ROLE, "open-as-nobody")
         .env("SHMQ_QUEUES", format!("{private},{shared}"))
         .uid(65534)
         .gid(65534)

@@ -24,12 +24,14 @@
 //! * Stale segments: `Queue::list` shows dead participants, `remove_if_unused`
 //!   removes a segment only once nobody alive uses it.
 
+mod common;
+
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -99,23 +101,29 @@ fn env_u64(key: &str) -> u64 {
 
 /// Starts this test binary again in `role`, with `vars` in its environment.
 fn spawn_role(role: &str, vars: &[(&str, String)]) -> Child {
-    let exe = std::env::current_exe().expect("path of the test binary");
-    let mut command = Command::new(exe);
-    command
-        .args([
-            "--exact",
-            "child_process",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROLE, role)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
+    let mut command = common::child_command("child_process", true, ROLE, role);
+    command.stdin(Stdio::null()).stdout(Stdio::null());
     for (key, value) in vars {
         command.env(key, value);
     }
     command.spawn().expect("starting a child process")
+}
+
+/// Has `consumer` wait in `recv` (up to 10 s), SIGKILLs `child` 100 ms later, and
+/// returns the handle, what it received, and the time from the kill to receipt.
+fn receive_after_killing(
+    consumer: Queue,
+    child: &mut Child,
+) -> (Queue, Result<Vec<u8>, shmq::RecvError>, Duration) {
+    let waiter = thread::spawn(move || {
+        let message = consumer.recv_timeout(Duration::from_secs(10));
+        (consumer, message, Instant::now())
+    });
+    thread::sleep(Duration::from_millis(100));
+    let killed = Instant::now();
+    kill_and_reap(child);
+    let (consumer, message, received) = waiter.join().expect("waiter thread");
+    (consumer, message, received - killed)
 }
 
 /// Sends `signal` to a child we have not reaped (so its pid cannot have been reused).
@@ -917,17 +925,10 @@ fn stopped_consumer_keeps_its_message_killed_one_has_it_redelivered() {
             assert_eq!(queue.info().recovery[1], redelivered);
         }
         // A live consumer waits in recv; the holder dies; time until it gets the message.
-        let waiter = thread::spawn(move || {
-            let message = consumer.recv_timeout(Duration::from_secs(10));
-            (consumer, message, Instant::now())
-        });
-        thread::sleep(Duration::from_millis(100));
-        let killed = Instant::now();
-        kill_and_reap(child);
-        let (handle, message, received) = waiter.join().expect("waiter thread");
+        let (handle, message, took) = receive_after_killing(consumer, child);
         consumer = handle;
         assert_eq!(message.expect("redelivery"), expected);
-        times.push(received - killed);
+        times.push(took);
         reaper.0.pop();
     }
     summarize("dead consumer -> message redelivered", &times);
@@ -1008,17 +1009,10 @@ fn stopped_producer_keeps_its_slot_killed_one_is_skipped() {
         queue
             .try_send(b"after the hole")
             .expect("room behind the hole");
-        let waiter = thread::spawn(move || {
-            let message = consumer.recv_timeout(Duration::from_secs(10));
-            (consumer, message, Instant::now())
-        });
-        thread::sleep(Duration::from_millis(100));
-        let killed = Instant::now();
-        kill_and_reap(child);
-        let (handle, message, received) = waiter.join().expect("waiter thread");
+        let (handle, message, took) = receive_after_killing(consumer, child);
         consumer = handle;
         assert_eq!(message.expect("message behind the hole"), b"after the hole");
-        times.push(received - killed);
+        times.push(took);
         assert!(
             queue.info().recovery[0] > round,
             "the hole at {held} was not counted as skipped"
