@@ -237,3 +237,44 @@ fn short_bench_prints_the_floor_and_percentiles_and_cleans_up() {
         .collect();
     assert!(leaked.is_empty(), "left in /dev/shm: {leaked:?}");
 }
+
+#[test]
+fn anatomy_bench_measures_the_two_line_floor_and_the_bare_ring() {
+    let output = shmq(
+        &[
+            "bench",
+            "--anatomy",
+            "--duration",
+            "400ms",
+            "--warmup",
+            "50ms",
+            "--rounds",
+            "2",
+            "--capacity",
+            "64",
+        ],
+        b"",
+    );
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let out = stdout(&output);
+    // Each reference gets a table row with samples and a per-round ratio line.
+    for label in ["two-line floor", "bare slot ring"] {
+        let row = out
+            .lines()
+            .find(|l| l.starts_with(label) && l.contains(" ns"))
+            .unwrap_or_else(|| panic!("no `{label}` row in:\n{out}"));
+        let samples: u64 = row
+            .split_whitespace()
+            .last()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no sample count in `{row}`"));
+        assert!(samples > 100, "`{label}` took {samples} samples:\n{out}");
+    }
+    assert!(
+        out.contains("shmq round trip ÷ bare slot ring"),
+        "no shmq ÷ bare ring ratio in:\n{out}"
+    );
+    // The bare ring refuses a geometry it cannot run, as a usage error.
+    let one_slot = shmq(&["bench", "--anatomy", "--capacity", "1"], b"");
+    assert_eq!(code(&one_slot), EX_USAGE, "{}", stderr(&one_slot));
+}

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use shmq::{Options, Queue};
 
 use crate::baselines::{FdChannel, FdKind};
+use crate::floors;
 use crate::report::{self, Series};
 use crate::roles::STOP;
 use crate::util::{
@@ -115,6 +116,11 @@ pub struct BenchArgs {
     /// taken moments apart on the same vCPU placement.
     #[arg(long, default_value_t = 4)]
     pub rounds: u32,
+    /// Latency: in each round also measure a two-line floor (one line each way, as
+    /// with two queues) and a bare slot ring (the queue's hand-off with nothing else),
+    /// to show what part of the round trip the slot hand-off itself costs.
+    #[arg(long)]
+    pub anatomy: bool,
     /// Throughput under a fixed offered load, e.g. 100k/s (total over producers);
     /// latency is measured from each message's intended send time.
     #[arg(long, value_parser = parse_rate)]
@@ -194,6 +200,8 @@ struct Context<'a> {
     /// Whether stderr is a terminal (redraw one progress line) or not (print lines).
     terminal: bool,
     phase: u32,
+    /// Scratch bytes the next phase's control file carries (the bare rings).
+    scratch: usize,
 }
 
 /// The arguments of one of `rounds` rounds: `--duration` split evenly.
@@ -214,6 +222,7 @@ impl Context<'_> {
             progress: self.progress,
             terminal: self.terminal,
             phase: self.phase,
+            scratch: 0,
         }
     }
 
@@ -264,7 +273,7 @@ impl Context<'_> {
         mut after_producers: AfterProducers<'_>,
     ) -> Result<Vec<Value>, CliError> {
         self.phase += 1;
-        let control = Control::create(&self.phase.to_string())?;
+        let control = Control::create(&self.phase.to_string(), std::mem::take(&mut self.scratch))?;
         let exe = std::env::current_exe()
             .map_err(|e| CliError::new(EX_OSERR, format!("finding this executable: {e}")))?;
         let mut running: Vec<Running> = Vec::new();
@@ -432,18 +441,60 @@ fn histogram_of(value: &Value, key: &str) -> Result<hdrhistogram::Histogram<u64>
 
 /// Runs the cache-line floor for `duration`; returns its round-trip histogram.
 fn floor(ctx: &mut Context, label: &str, duration: Duration) -> Result<Series, CliError> {
+    reference(ctx, Reference::CacheLine, label, duration)
+}
+
+/// A reference measurement (see `floors`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reference {
+    CacheLine,
+    TwoLine,
+    BareRing,
+}
+
+impl Reference {
+    fn roles(self) -> [&'static str; 2] {
+        match self {
+            Reference::CacheLine => ["floor-a", "floor-b"],
+            Reference::TwoLine => ["two-line-a", "two-line-b"],
+            Reference::BareRing => ["bare-ring-a", "bare-ring-b"],
+        }
+    }
+}
+
+/// Runs a reference measurement for `duration`; returns its round-trip histogram.
+fn reference(
+    ctx: &mut Context,
+    which: Reference,
+    label: &str,
+    duration: Duration,
+) -> Result<Series, CliError> {
     let spec = json!({
         "duration_ns": nanos(duration),
         "warmup_ns": nanos(ctx.args.warmup.min(Duration::from_millis(200))),
+        "size": ctx.args.size,
+        "capacity": ctx.args.capacity,
     });
+    if which == Reference::BareRing {
+        let geometry =
+            floors::BareGeometry::new(ctx.args.capacity as usize, ctx.args.size as usize)
+                .ok_or_else(|| {
+                    CliError::new(
+                EX_USAGE,
+                "--anatomy: the bare ring needs --capacity of at least 2 and --size of at least 8",
+            )
+                })?;
+        ctx.scratch = geometry.bytes();
+    }
+    let [a, b] = which.roles();
     let plans = vec![
         ChildPlan {
-            role: "floor-a",
+            role: a,
             spec: spec.clone(),
             cpu: ctx.cpu(0),
         },
         ChildPlan {
-            role: "floor-b",
+            role: b,
             spec,
             cpu: ctx.cpu(1),
         },
@@ -826,6 +877,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         progress: !args.json || std::io::stderr().is_terminal(),
         terminal: std::io::stderr().is_terminal(),
         phase: 0,
+        scratch: 0,
     };
     let mut segments = Segments {
         names: Vec::new(),
@@ -883,21 +935,53 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
             let round_args = per_round(args, rounds);
             let mut round_ctx = ctx.with_args(&round_args);
             let floor_round = round_args.duration.min(Duration::from_millis(250));
+            let references: &[(Reference, &str)] = if args.anatomy {
+                &[
+                    (Reference::TwoLine, "two-line floor"),
+                    (Reference::BareRing, "bare slot ring"),
+                ]
+            } else {
+                &[]
+            };
             for _ in 0..rounds {
                 let floor_series = floor(&mut round_ctx, "cache-line floor", floor_round)?;
                 let floor_p50 = floor_series.histogram.value_at_quantile(0.5) as f64;
                 merge_series(&mut floors, floor_series);
+                let mut measured = Vec::new();
+                for &(which, label) in references {
+                    measured.push(reference(&mut round_ctx, which, label, floor_round)?);
+                }
                 for &t in &transports {
-                    for s in latency_phase(&mut round_ctx, &mut segments, t)? {
-                        if floor_p50 > 0.0 {
-                            let ratio = s.histogram.value_at_quantile(0.5) as f64 / floor_p50;
-                            match round_ratios.iter_mut().find(|(l, _)| *l == s.label) {
-                                Some((_, ratios)) => ratios.push(ratio),
-                                None => round_ratios.push((s.label.clone(), vec![ratio])),
-                            }
-                        }
-                        merge_series(&mut series, s);
+                    measured.extend(latency_phase(&mut round_ctx, &mut segments, t)?);
+                }
+                let p50_of = |label: &str| {
+                    measured
+                        .iter()
+                        .find(|s| s.label == label)
+                        .map(|s| s.histogram.value_at_quantile(0.5) as f64)
+                        .filter(|&p50| p50 > 0.0)
+                };
+                let mut ratios = Vec::new();
+                for s in &measured {
+                    let p50 = s.histogram.value_at_quantile(0.5) as f64;
+                    if floor_p50 > 0.0 {
+                        ratios.push((s.label.clone(), p50 / floor_p50));
                     }
+                }
+                // With --anatomy, shmq's round trip against the bare ring's: what the
+                // queue adds to the slot hand-off itself.
+                let shmq_rtt = label_of(Transport::Shmq, args.size, "round trip");
+                if let (Some(shmq), Some(bare)) = (p50_of(&shmq_rtt), p50_of("bare slot ring")) {
+                    ratios.push((format!("{shmq_rtt} ÷ bare slot ring"), shmq / bare));
+                }
+                for (label, ratio) in ratios {
+                    match round_ratios.iter_mut().find(|(l, _)| *l == label) {
+                        Some((_, all)) => all.push(ratio),
+                        None => round_ratios.push((label, vec![ratio])),
+                    }
+                }
+                for s in measured {
+                    merge_series(&mut series, s);
                 }
             }
         }
@@ -1000,7 +1084,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
             "floor_p50_ns": floor_p50,
             "round_ratios": round_ratios.iter().map(|(label, ratios)| json!({
                 "label": label,
-                "p50_over_same_round_floor_p50": ratios,
+                "per_round": ratios,
                 "median": median(ratios),
             })).collect::<Vec<_>>(),
             "latency": all.iter().map(report::series_json).collect::<Vec<_>>(),

@@ -11,6 +11,7 @@
 
 mod baselines;
 mod bench;
+mod floors;
 mod plot;
 mod report;
 mod roles;

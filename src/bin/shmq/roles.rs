@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use shmq::{Queue, RecvError, TryRecvError, WaitStrategy};
 
 use crate::baselines::{CrossbeamLink, FdKind, FdLink, Poll, STOP_CHECK};
+use crate::floors;
 use crate::report::{new_histogram, record, to_json};
 use crate::util::{now_ns, CliError, Control, Rng, Word, EX_SOFTWARE, EX_USAGE};
 
@@ -29,22 +30,22 @@ fn bad_spec(what: &str) -> CliError {
     CliError::new(EX_USAGE, format!("internal child spec lacks `{what}`"))
 }
 
-struct Spec<'a>(&'a Value);
+pub struct Spec<'a>(pub &'a Value);
 
 impl Spec<'_> {
-    fn u64(&self, key: &str) -> Result<u64, CliError> {
+    pub fn u64(&self, key: &str) -> Result<u64, CliError> {
         self.0
             .get(key)
             .and_then(Value::as_u64)
             .ok_or_else(|| bad_spec(key))
     }
-    fn str(&self, key: &str) -> Result<&str, CliError> {
+    pub fn str(&self, key: &str) -> Result<&str, CliError> {
         self.0
             .get(key)
             .and_then(Value::as_str)
             .ok_or_else(|| bad_spec(key))
     }
-    fn opt_u64(&self, key: &str) -> Option<u64> {
+    pub fn opt_u64(&self, key: &str) -> Option<u64> {
         self.0.get(key).and_then(Value::as_u64)
     }
 }
@@ -86,8 +87,12 @@ pub fn run(role: &str, spec_text: &str) -> Result<(), CliError> {
         None => None,
     };
     let result = match role {
-        "floor-a" => floor_measure(&spec, &control),
-        "floor-b" => floor_echo(&control),
+        "floor-a" => floors::floor_measure(&spec, &control),
+        "floor-b" => floors::floor_echo(&control),
+        "two-line-a" => floors::two_line_measure(&spec, &control),
+        "two-line-b" => floors::two_line_echo(&control),
+        "bare-ring-a" => floors::bare_ring_ping(&spec, &control),
+        "bare-ring-b" => floors::bare_ring_pong(&spec, &control),
         "ping" => {
             let mut link = open_link(&spec, "a")?;
             ping(&spec, &control, &mut link)
@@ -279,25 +284,25 @@ impl Link {
     }
 }
 
-fn stamp(buffer: &mut [u8], word: u64) {
+pub fn stamp(buffer: &mut [u8], word: u64) {
     buffer[..8].copy_from_slice(&word.to_le_bytes());
 }
 
-fn word_of(buffer: &[u8]) -> u64 {
+pub fn word_of(buffer: &[u8]) -> u64 {
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&buffer[..8]);
     u64::from_le_bytes(bytes)
 }
 
 /// Start, warm-up end, measurement end, and one-way phase end of a timed run.
-struct Schedule {
-    start: u64,
-    measure_from: u64,
-    round_trip_until: u64,
-    until: u64,
+pub struct Schedule {
+    pub start: u64,
+    pub measure_from: u64,
+    pub round_trip_until: u64,
+    pub until: u64,
 }
 
-fn schedule(spec: &Spec, start: u64) -> Result<Schedule, CliError> {
+pub fn schedule(spec: &Spec, start: u64) -> Result<Schedule, CliError> {
     let measure_from = start + spec.u64("warmup_ns")?;
     let round_trip_until = measure_from + spec.u64("duration_ns")?;
     let until = round_trip_until + spec.opt_u64("oneway_ns").unwrap_or(0);
@@ -310,64 +315,10 @@ fn schedule(spec: &Spec, start: u64) -> Result<Schedule, CliError> {
 }
 
 /// Publishes progress without touching the hot path more than once per 4096 loops.
-fn progress(control: &Control, count: u64) {
+pub fn progress(control: &Control, count: u64) {
     if count % 4096 == 0 {
         control.word(Word::Progress).store(count, Ordering::Relaxed);
     }
-}
-
-// ---- cache-line floor -------------------------------------------------------------
-
-/// Bounces the control mapping's first line: writes an odd value and waits for the
-/// peer's even reply. The round trip is two cache-line transfers, the least any
-/// shared-memory hand-off across these two cores can take.
-fn floor_measure(spec: &Spec, control: &Control) -> Result<Value, CliError> {
-    let word = control.word(Word::Bounce);
-    let plan = schedule(spec, control.ready_and_wait())?;
-    let mut histogram = new_histogram();
-    let mut value = 0u64;
-    loop {
-        let t0 = now_ns();
-        if t0 >= plan.round_trip_until {
-            break;
-        }
-        value += 2;
-        // Release/Acquire pair with floor_echo's Acquire load / Release store.
-        word.store(value - 1, Ordering::Release);
-        while word.load(Ordering::Acquire) != value {
-            std::hint::spin_loop();
-        }
-        let t1 = now_ns();
-        if t0 >= plan.measure_from {
-            record(&mut histogram, t1 - t0);
-        }
-        progress(control, value / 2);
-    }
-    word.store(u64::MAX, Ordering::Release);
-    Ok(json!({ "rtt": to_json(&histogram) }))
-}
-
-fn floor_echo(control: &Control) -> Result<Value, CliError> {
-    let word = control.word(Word::Bounce);
-    control.ready_and_wait();
-    let mut polls = 0u32;
-    loop {
-        // Acquire/Release pair with floor_measure.
-        let value = word.load(Ordering::Acquire);
-        if value == u64::MAX {
-            break;
-        }
-        if value % 2 == 1 {
-            word.store(value + 1, Ordering::Release);
-        } else {
-            std::hint::spin_loop();
-            polls = polls.wrapping_add(1);
-            if polls % (1 << 20) == 0 && control.stopping() {
-                break;
-            }
-        }
-    }
-    Ok(json!({}))
 }
 
 // ---- ping-pong ----------------------------------------------------------------------

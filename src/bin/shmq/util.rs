@@ -172,8 +172,10 @@ impl Rng {
 /// Bytes between independently written words of the control mapping (two lines,
 /// against the adjacent-line prefetcher).
 const STRIDE: usize = 128;
-/// Size of the control mapping.
+/// Size of the control words' part of the mapping.
 const CONTROL_SIZE: usize = 4096;
+/// Largest scratch region a control file may carry (a child refuses bigger files).
+const SCRATCH_MAX: usize = 1 << 30;
 
 /// Words of the control mapping, each on its own 128-byte stride.
 #[derive(Clone, Copy)]
@@ -190,20 +192,33 @@ pub enum Word {
     Progress = 4,
     /// Set when the controller wants everyone to stop.
     Stop = 5,
+    /// The second line of the two-line floor (`--anatomy`).
+    Bounce2 = 6,
 }
 
-/// A 4 KiB file in /dev/shm mapped shared by the controller and its children: the
-/// start barrier, stop flag, progress counter, and the floor's cache line. Made with
-/// plain `std::fs` + `mmap` because it is not a queue.
+/// A file in /dev/shm mapped shared by the controller and its children: 4 KiB of
+/// words (start barrier, stop flag, progress counter, the floor's cache lines), then
+/// an optional scratch region (the bare ring of `--anatomy`). Made with plain
+/// `std::fs` + `mmap` because it is not a queue.
 pub struct Control {
     base: *mut u8,
+    len: usize,
     path: String,
     owner: bool,
 }
 
 impl Control {
-    /// Creates a fresh control file (the controller).
-    pub fn create(tag: &str) -> Result<Self, CliError> {
+    /// Creates a fresh control file (the controller) with `scratch` zeroed bytes
+    /// after the words.
+    pub fn create(tag: &str, scratch: usize) -> Result<Self, CliError> {
+        if scratch > SCRATCH_MAX {
+            return Err(CliError::new(
+                EX_USAGE,
+                format!(
+                    "a {scratch} B scratch region is too large; use a smaller --capacity or --size"
+                ),
+            ));
+        }
         let path = format!("/dev/shm/shmq-bench-{}-{tag}.ctl", std::process::id());
         let file = OpenOptions::new()
             .read(true)
@@ -211,9 +226,10 @@ impl Control {
             .create_new(true)
             .open(&path)
             .map_err(|e| os_error(&format!("creating {path}"), e))?;
-        file.set_len(CONTROL_SIZE as u64)
+        let len = CONTROL_SIZE + scratch;
+        file.set_len(len as u64)
             .map_err(|e| os_error(&format!("sizing {path}"), e))?;
-        Self::map(&file, path, true)
+        Self::map(&file, len, path, true)
     }
 
     /// Opens the controller's file (a child).
@@ -227,22 +243,22 @@ impl Control {
             .metadata()
             .map_err(|e| os_error(&format!("stat {path}"), e))?
             .len();
-        if len < CONTROL_SIZE as u64 {
+        if len < CONTROL_SIZE as u64 || len > (CONTROL_SIZE + SCRATCH_MAX) as u64 {
             return Err(CliError::new(
                 EX_DATAERR,
                 format!("{path} is {len} bytes, not a control file"),
             ));
         }
-        Self::map(&file, path.to_owned(), false)
+        Self::map(&file, len as usize, path.to_owned(), false)
     }
 
-    fn map(file: &std::fs::File, path: String, owner: bool) -> Result<Self, CliError> {
-        // SAFETY: mapping a regular file we hold open, CONTROL_SIZE bytes (its length
-        // was set or checked above), shared; no address hint.
+    fn map(file: &std::fs::File, len: usize, path: String, owner: bool) -> Result<Self, CliError> {
+        // SAFETY: mapping a regular file we hold open, `len` bytes (its length was
+        // set or checked by the caller), shared; no address hint.
         let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                CONTROL_SIZE,
+                len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 file.as_raw_fd(),
@@ -257,6 +273,7 @@ impl Control {
         }
         Ok(Self {
             base: base.cast(),
+            len,
             path,
             owner,
         })
@@ -275,6 +292,18 @@ impl Control {
         // multiple of 128 from a page-aligned base, so aligned for u64; the words are
         // only ever accessed atomically, by every process.
         unsafe { AtomicU64::from_ptr(self.base.add(offset).cast::<u64>()) }
+    }
+
+    /// The scratch region after the words: its start (page aligned) and length.
+    /// Only ever accessed through atomics or by one process at a time under a
+    /// protocol the user of the region defines.
+    pub fn scratch(&self) -> (*mut u8, usize) {
+        // SAFETY: CONTROL_SIZE <= len (checked at create and open), so the result is
+        // inside or one past the end of the live mapping.
+        (
+            unsafe { self.base.add(CONTROL_SIZE) },
+            self.len - CONTROL_SIZE,
+        )
     }
 
     /// A child: says it is ready, waits for the go time, and returns it.
@@ -307,9 +336,9 @@ unsafe impl Send for Control {}
 
 impl Drop for Control {
     fn drop(&mut self) {
-        // SAFETY: `base` came from a successful mmap of CONTROL_SIZE bytes and no
-        // reference into it outlives `self`.
-        unsafe { libc::munmap(self.base.cast(), CONTROL_SIZE) };
+        // SAFETY: `base` came from a successful mmap of `len` bytes and no reference
+        // into it outlives `self`.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
         if self.owner {
             let _ = std::fs::remove_file(&self.path);
         }

@@ -1,0 +1,361 @@
+//! Reference measurements that are not transports: what the hardware itself charges
+//! for a hand-off, so every figure the bench prints can be read against it.
+//!
+//! - The **cache-line floor** bounces one line between the two processes: the least
+//!   any shared-memory round trip between these cores can take. Always measured.
+//! - The **two-line floor** (`--anatomy`) sends on one line and answers on another,
+//!   the way a ping-pong over two queues must.
+//! - The **bare slot ring** (`--anatomy`) is the smallest possible version of the
+//!   queue's algorithm: two single-producer single-consumer rings of Vyukov slots
+//!   (a sequence word then the payload, the same slot geometry as a shmq segment),
+//!   with no claim CAS, no claim records, no statistics and no wake-up check. It
+//!   shows how much of shmq's round trip the slot hand-off itself costs, and so how
+//!   much any slot-ring design could gain by trimming the rest.
+//!
+//! Each runs as two processes over the control mapping, pinned like the transports.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{json, Value};
+
+use crate::report::{new_histogram, record, to_json};
+use crate::roles::{progress, schedule, stamp, word_of, Spec, STOP};
+use crate::util::{now_ns, CliError, Control, Word, EX_SOFTWARE, EX_USAGE};
+
+/// Spins between checks of the controller's stop flag.
+const POLLS_PER_STOP_CHECK: u32 = 1 << 20;
+
+// ---- cache-line floor -----------------------------------------------------------
+
+/// Bounces the control mapping's first line: writes an odd value and waits for the
+/// peer's even reply. The round trip is two cache-line transfers, the least any
+/// shared-memory hand-off across these two cores can take.
+pub fn floor_measure(spec: &Spec, control: &Control) -> Result<Value, CliError> {
+    let word = control.word(Word::Bounce);
+    let plan = schedule(spec, control.ready_and_wait())?;
+    let mut histogram = new_histogram();
+    let mut value = 0u64;
+    loop {
+        let t0 = now_ns();
+        if t0 >= plan.round_trip_until {
+            break;
+        }
+        value += 2;
+        // Release/Acquire pair with floor_echo's Acquire load / Release store.
+        word.store(value - 1, Ordering::Release);
+        while word.load(Ordering::Acquire) != value {
+            std::hint::spin_loop();
+        }
+        let t1 = now_ns();
+        if t0 >= plan.measure_from {
+            record(&mut histogram, t1 - t0);
+        }
+        progress(control, value / 2);
+    }
+    word.store(u64::MAX, Ordering::Release);
+    Ok(json!({ "rtt": to_json(&histogram) }))
+}
+
+pub fn floor_echo(control: &Control) -> Result<Value, CliError> {
+    let word = control.word(Word::Bounce);
+    control.ready_and_wait();
+    let mut polls = 0u32;
+    loop {
+        // Acquire/Release pair with floor_measure.
+        let value = word.load(Ordering::Acquire);
+        if value == u64::MAX {
+            break;
+        }
+        if value % 2 == 1 {
+            word.store(value + 1, Ordering::Release);
+        } else {
+            std::hint::spin_loop();
+            polls = polls.wrapping_add(1);
+            if polls % POLLS_PER_STOP_CHECK == 0 && control.stopping() {
+                break;
+            }
+        }
+    }
+    Ok(json!({}))
+}
+
+// ---- two-line floor ---------------------------------------------------------------
+
+/// Writes a count to one line and waits for the peer to copy it to another (each
+/// line on its own 128-byte stride): one line per direction, as with two queues.
+pub fn two_line_measure(spec: &Spec, control: &Control) -> Result<Value, CliError> {
+    let (out, back) = (control.word(Word::Bounce), control.word(Word::Bounce2));
+    let plan = schedule(spec, control.ready_and_wait())?;
+    let mut histogram = new_histogram();
+    let mut count = 0u64;
+    loop {
+        let t0 = now_ns();
+        if t0 >= plan.round_trip_until {
+            break;
+        }
+        count += 1;
+        // Release/Acquire pair with two_line_echo's Acquire load / Release store.
+        out.store(count, Ordering::Release);
+        while back.load(Ordering::Acquire) != count {
+            std::hint::spin_loop();
+        }
+        let t1 = now_ns();
+        if t0 >= plan.measure_from {
+            record(&mut histogram, t1 - t0);
+        }
+        progress(control, count);
+    }
+    out.store(u64::MAX, Ordering::Release);
+    Ok(json!({ "rtt": to_json(&histogram) }))
+}
+
+pub fn two_line_echo(control: &Control) -> Result<Value, CliError> {
+    let (out, back) = (control.word(Word::Bounce), control.word(Word::Bounce2));
+    control.ready_and_wait();
+    let mut seen = 0u64;
+    let mut polls = 0u32;
+    loop {
+        // Acquire/Release pair with two_line_measure.
+        let value = out.load(Ordering::Acquire);
+        if value == u64::MAX {
+            break;
+        }
+        if value != seen {
+            seen = value;
+            back.store(value, Ordering::Release);
+        } else {
+            std::hint::spin_loop();
+            polls = polls.wrapping_add(1);
+            if polls % POLLS_PER_STOP_CHECK == 0 && control.stopping() {
+                break;
+            }
+        }
+    }
+    Ok(json!({}))
+}
+
+// ---- bare slot ring ---------------------------------------------------------------
+
+/// Bytes before the payload in a slot, as in a shmq segment (sequence, length).
+const SLOT_HEADER: usize = 16;
+/// Slot alignment, as in a shmq segment.
+const SLOT_ALIGN: usize = 64;
+
+/// Geometry of the two bare rings in the control mapping's scratch region.
+#[derive(Clone, Copy)]
+pub struct BareGeometry {
+    capacity: usize,
+    size: usize,
+    stride: usize,
+    /// Offset of the second ring (page aligned).
+    second: usize,
+}
+
+impl BareGeometry {
+    /// Slots of `SLOT_HEADER + size` bytes rounded up to `SLOT_ALIGN`; `capacity` a
+    /// power of two of at least 2 (with one slot, a release and the next publish would
+    /// write the same value). `None` otherwise, or if the sizes overflow.
+    pub fn new(capacity: usize, size: usize) -> Option<Self> {
+        let stride = SLOT_HEADER
+            .checked_add(size)?
+            .checked_next_multiple_of(SLOT_ALIGN)?;
+        let ring = capacity
+            .checked_mul(stride)?
+            .checked_next_multiple_of(4096)?;
+        (capacity.is_power_of_two() && capacity >= 2 && size >= 8).then_some(Self {
+            capacity,
+            size,
+            stride,
+            second: ring,
+        })
+    }
+
+    /// Scratch bytes both rings need.
+    pub fn bytes(&self) -> usize {
+        self.second * 2
+    }
+
+    fn of(spec: &Spec) -> Result<Self, CliError> {
+        let bad = || CliError::new(EX_USAGE, "internal child spec: bad bare ring geometry");
+        let capacity = usize::try_from(spec.u64("capacity")?).map_err(|_| bad())?;
+        let size = usize::try_from(spec.u64("size")?).map_err(|_| bad())?;
+        Self::new(capacity, size).ok_or_else(bad)
+    }
+}
+
+/// One single-producer single-consumer ring of Vyukov slots in the scratch region.
+/// The slot at position `p` holds sequence `p` when free for the producer of `p`,
+/// `p + 1` when it holds that message, and `p + capacity` once consumed.
+struct BareRing<'a> {
+    base: *mut u8,
+    geometry: BareGeometry,
+    control: &'a Control,
+}
+
+impl<'a> BareRing<'a> {
+    /// Ring `which` (0 or 1) of the control mapping's scratch region, after checking
+    /// that the region holds both rings.
+    fn new(control: &'a Control, geometry: BareGeometry, which: usize) -> Result<Self, CliError> {
+        let (scratch, len) = control.scratch();
+        if len < geometry.bytes() {
+            return Err(CliError::new(
+                EX_SOFTWARE,
+                format!(
+                    "control file holds {len} scratch bytes, the bare rings need {}",
+                    geometry.bytes()
+                ),
+            ));
+        }
+        // SAFETY: which * second + second <= bytes() <= len (checked above), so the
+        // ring lies inside the live scratch region.
+        let base = unsafe { scratch.add(which.min(1) * geometry.second) };
+        Ok(Self {
+            base,
+            geometry,
+            control,
+        })
+    }
+
+    fn slot(&self, pos: u64) -> *mut u8 {
+        let index = pos as usize & (self.geometry.capacity - 1);
+        // SAFETY: index < capacity, so the slot lies inside this ring (see `new`).
+        unsafe { self.base.add(index * self.geometry.stride) }
+    }
+
+    fn sequence(&self, pos: u64) -> &AtomicU64 {
+        // SAFETY: each slot starts on a 64-byte boundary of a page-aligned region, so
+        // the word is aligned; it lives as long as the mapping `self.control` owns;
+        // every process touches it only atomically.
+        unsafe { AtomicU64::from_ptr(self.slot(pos).cast::<u64>()) }
+    }
+
+    /// Sets every slot free for the first lap. Done by one process before the start
+    /// barrier, which orders it before the peer's first access.
+    fn initialise(&self) {
+        for pos in 0..self.geometry.capacity as u64 {
+            // Relaxed: published by the start barrier (Release/Acquire chain).
+            self.sequence(pos).store(pos, Ordering::Relaxed);
+        }
+    }
+
+    /// Spins until the slot at `pos` holds `want`; `false` if the controller stopped
+    /// the run meanwhile.
+    fn wait_for(&self, pos: u64, want: u64) -> bool {
+        let sequence = self.sequence(pos);
+        let mut polls = 0u32;
+        // Acquire: pairs with the Release store that set `want` (the peer's publish
+        // or release), so its payload accesses happen before ours.
+        while sequence.load(Ordering::Acquire) != want {
+            std::hint::spin_loop();
+            polls = polls.wrapping_add(1);
+            if polls % POLLS_PER_STOP_CHECK == 0 && self.control.stopping() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Writes `message` (exactly the ring's message size) into the slot at `pos`.
+    fn send(&self, pos: u64, message: &[u8]) -> bool {
+        if !self.wait_for(pos, pos) {
+            return false;
+        }
+        let len = message.len().min(self.geometry.size);
+        // SAFETY: the sequence said the slot is ours (its consumer released it and
+        // nobody else produces this ring) until the publish below; the payload lies
+        // inside the slot (len <= size <= stride - SLOT_HEADER).
+        unsafe {
+            std::ptr::copy_nonoverlapping(message.as_ptr(), self.slot(pos).add(SLOT_HEADER), len);
+        }
+        // Release: publishes the payload to the consumer's Acquire in wait_for.
+        self.sequence(pos).store(pos + 1, Ordering::Release);
+        true
+    }
+
+    /// Lends the message at `pos` to `f`, then frees the slot for the next lap.
+    fn recv<R>(&self, pos: u64, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        if !self.wait_for(pos, pos + 1) {
+            return None;
+        }
+        // SAFETY: the sequence said the slot holds a published message that only this
+        // consumer reads, and the producer will not write it again until the release
+        // below; the payload lies inside the slot.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(self.slot(pos).add(SLOT_HEADER), self.geometry.size)
+        };
+        let result = f(bytes);
+        // Release: our reads of the payload happen before the next lap's write.
+        self.sequence(pos)
+            .store(pos + self.geometry.capacity as u64, Ordering::Release);
+        Some(result)
+    }
+}
+
+fn peer_stopped(role: &str) -> CliError {
+    CliError::new(EX_SOFTWARE, format!("{role}: peer stopped"))
+}
+
+/// Ping side of the bare ring: stamps, sends on ring 0, copies the reply out of
+/// ring 1, as the shmq ping does with `send` and `recv_into`.
+pub fn bare_ring_ping(spec: &Spec, control: &Control) -> Result<Value, CliError> {
+    let geometry = BareGeometry::of(spec)?;
+    let (out, back) = (
+        BareRing::new(control, geometry, 0)?,
+        BareRing::new(control, geometry, 1)?,
+    );
+    out.initialise();
+    back.initialise();
+    let plan = schedule(spec, control.ready_and_wait())?;
+    let mut message = vec![0u8; geometry.size];
+    let mut reply = vec![0u8; geometry.size];
+    let mut histogram = new_histogram();
+    let mut pos = 0u64;
+    loop {
+        let t0 = now_ns();
+        if t0 >= plan.round_trip_until {
+            break;
+        }
+        stamp(&mut message, t0 & !1);
+        let replied = out.send(pos, &message)
+            && back
+                .recv(pos, |bytes| reply.copy_from_slice(bytes))
+                .is_some();
+        if !replied {
+            return Err(peer_stopped("bare ring ping"));
+        }
+        let t1 = now_ns();
+        if t0 >= plan.measure_from {
+            record(&mut histogram, t1 - t0);
+        }
+        pos += 1;
+        progress(control, pos);
+    }
+    stamp(&mut message, STOP);
+    out.send(pos, &message);
+    Ok(json!({ "rtt": to_json(&histogram), "count": pos }))
+}
+
+/// Echo side of the bare ring: forwards each message from its ring 0 slot straight
+/// into ring 1 before releasing it, as the shmq echo does with `recv_with`.
+pub fn bare_ring_pong(spec: &Spec, control: &Control) -> Result<Value, CliError> {
+    let geometry = BareGeometry::of(spec)?;
+    let (input, output) = (
+        BareRing::new(control, geometry, 0)?,
+        BareRing::new(control, geometry, 1)?,
+    );
+    control.ready_and_wait();
+    let mut pos = 0u64;
+    loop {
+        let forwarded = input.recv(pos, |bytes| {
+            let stop = word_of(bytes) == STOP;
+            (stop, stop || output.send(pos, bytes))
+        });
+        match forwarded {
+            Some((true, _)) => break,
+            Some((false, true)) => pos += 1,
+            _ if control.stopping() => break,
+            _ => return Err(peer_stopped("bare ring echo")),
+        }
+    }
+    Ok(json!({}))
+}
