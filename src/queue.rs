@@ -445,6 +445,8 @@ struct Waiter {
     pending_since: Option<Instant>,
     /// A sweep found the slot held by a dead consumer: sleep rather than spin.
     blocked_on_dead: bool,
+    /// Hybrid: the spin budget is spent (every poll reads the clock from then on).
+    spin_over: bool,
 }
 
 /// For this long a waiter looks at nothing but its slot: reading the cursors or the
@@ -476,6 +478,7 @@ impl Waiter {
             polls: 0,
             pending_since: None,
             blocked_on_dead: false,
+            spin_over: false,
         }
     }
 
@@ -513,7 +516,13 @@ impl Waiter {
     /// One wait step. `Stop` when the deadline has passed.
     fn wait(&mut self, queue: &Queue, direction: Direction) -> Loop {
         self.polls = self.polls.wrapping_add(1);
-        let check_clock = self.polls % 256 == 0 || self.strategy != WaitStrategy::Spin;
+        // Spinning polls read the clock only now and then: a clock read is as long
+        // as a hand-off, and a poll that takes it makes the waiter late by as much.
+        let check_clock = match self.strategy {
+            WaitStrategy::Spin => self.polls % 256 == 0,
+            WaitStrategy::Hybrid { .. } if !self.spin_over => self.polls % 16 == 1,
+            _ => true,
+        };
         let now = if check_clock {
             Some(Instant::now())
         } else {
@@ -529,11 +538,17 @@ impl Waiter {
             WaitStrategy::Spin | WaitStrategy::Yield => false,
             WaitStrategy::Futex => true,
             WaitStrategy::Hybrid { spin, yield_for } => {
-                let waited = now.map_or(Duration::ZERO, |n| n - started);
+                let Some(now) = now else {
+                    // Between clock reads, still within the spin budget.
+                    crate::sync::spin_hint();
+                    return Loop::Again;
+                };
+                let waited = now - started;
                 if waited < spin {
                     crate::sync::spin_hint();
                     return Loop::Again;
                 }
+                self.spin_over = true;
                 waited >= spin + yield_for
             }
         };
@@ -544,7 +559,9 @@ impl Waiter {
             }
             _ => false,
         };
-        let slice = match self.deadline {
+        // Only the sleeping branches read the clock for it: a spinning poll must stay
+        // a few loads long, or every hand-off waits out a clock read.
+        let slice = || match self.deadline {
             Some(deadline) => deadline
                 .saturating_duration_since(Instant::now())
                 .min(PARK_SLICE),
@@ -553,13 +570,13 @@ impl Waiter {
         if self.blocked_on_dead {
             // The slot we need belongs to a dead consumer; a live consumer's sweep
             // releases it (and wakes us). Sleep in bounded slices meanwhile.
-            queue.ring.park_forced(direction, Some(slice));
+            queue.ring.park_forced(direction, Some(slice()));
             self.blocked_on_dead = false;
         } else if stalled && self.sleeps() {
             // A live peer sits on its claim (preempted, stopped): don't burn a core.
             queue
                 .ring
-                .park_forced(direction, Some(slice.min(STALL_SLICE)));
+                .park_forced(direction, Some(slice().min(STALL_SLICE)));
         } else if !sleep_phase {
             if self.strategy == WaitStrategy::Spin {
                 crate::sync::spin_hint();
@@ -568,7 +585,7 @@ impl Waiter {
             }
         } else if queue
             .ring
-            .park(direction, Some(parking_slice(queue, slice)))
+            .park(direction, Some(parking_slice(queue, slice())))
             == Readiness::Pending
         {
             crate::sync::yield_now();

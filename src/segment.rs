@@ -348,6 +348,7 @@ impl Segment {
         &self.identity
     }
 
+    #[inline]
     fn slot_ptr(&self, index: u64) -> *mut u8 {
         assert!(index < self.geometry.capacity, "slot index out of range");
         let offset = self.geometry.slots_offset + index * self.geometry.slot_stride;
@@ -366,6 +367,7 @@ unsafe impl RingMemory for Segment {
         &self.geometry
     }
 
+    #[inline]
     fn shared(&self) -> &RingShared {
         // SAFETY: RING_OFFSET + size_of::<RingShared>() <= participants_offset <=
         // total_size; atomics are valid for any bit pattern.
@@ -378,12 +380,14 @@ unsafe impl RingMemory for Segment {
         }
     }
 
+    #[inline]
     fn slot(&self, index: u64) -> &SlotHeader {
         // SAFETY: slot_ptr bounds-checks the index; a SlotHeader is 16 B at the start
         // of a 64 B-aligned slot.
         unsafe { &*self.slot_ptr(index).cast::<SlotHeader>() }
     }
 
+    #[inline]
     fn participant(&self, index: u64) -> &ParticipantRecord {
         assert!(
             index < self.geometry.max_participants,
@@ -400,6 +404,7 @@ unsafe impl RingMemory for Segment {
         }
     }
 
+    #[inline]
     unsafe fn write_payload(&self, index: u64, bytes: &[u8]) {
         debug_assert!(bytes.len() as u64 <= self.geometry.max_message_size);
         // SAFETY: the caller holds the slot's claim and bytes fit in the payload area
@@ -414,6 +419,7 @@ unsafe impl RingMemory for Segment {
         }
     }
 
+    #[inline]
     unsafe fn read_payload<R>(&self, index: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
         debug_assert!(len as u64 <= self.geometry.max_message_size);
         // SAFETY: the caller owns the slot and len <= max_message_size, so the slice
