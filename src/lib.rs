@@ -43,6 +43,7 @@
 #![deny(missing_docs, unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod copy;
 pub mod error;
 pub mod heap;
 pub mod layout;

@@ -430,7 +430,7 @@ fn check_buffer(buffer: &[u8], max: u64) -> Result<(), TryRecvError> {
 }
 
 fn copy_into(buffer: &mut [u8], bytes: &[u8]) -> usize {
-    buffer[..bytes.len()].copy_from_slice(bytes);
+    crate::copy::copy_prefix(buffer, bytes);
     bytes.len()
 }
 

@@ -467,12 +467,13 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
             });
         }
         self.try_recv_with(|bytes| {
-            buffer[..bytes.len()].copy_from_slice(bytes);
+            crate::copy::copy_prefix(buffer, bytes);
             bytes.len()
         })
     }
 
     /// Reads the slot this participant (or a sweeper) owns at `pos`, then releases it.
+    #[inline(always)]
     fn take_claimed<R, F: FnOnce(&[u8]) -> R>(
         &self,
         index: u64,
@@ -492,24 +493,32 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
             return Taken::Skipped(f);
         }
         if u64::from(len) > self.max_message_size {
-            // Relaxed: a statistic.
-            self.memory
-                .shared()
-                .stats
-                .corrupt
-                .fetch_add(1, Ordering::Relaxed);
             drop(guard);
-            return Taken::Corrupt(TryRecvError::Corrupt {
-                position: pos,
-                len,
-                max: self.max_message_size,
-            });
+            return Taken::Corrupt(self.corrupt_length(pos, len));
         }
         // SAFETY: we own the slot at `pos` (claimed by CAS, or as the only sweeper
         // with its owner dead) and `len` was bounds-checked against the maximum.
         let result = unsafe { self.memory.read_payload(index, len as usize, f) };
         drop(guard);
         Taken::Message(result)
+    }
+
+    /// Counts and describes a slot whose length exceeds the maximum (out of line: a
+    /// hostile or damaged segment, never the hot path).
+    #[cold]
+    #[inline(never)]
+    fn corrupt_length(&self, pos: u64, len: u32) -> TryRecvError {
+        // Relaxed: a statistic.
+        self.memory
+            .shared()
+            .stats
+            .corrupt
+            .fetch_add(1, Ordering::Relaxed);
+        TryRecvError::Corrupt {
+            position: pos,
+            len,
+            max: self.max_message_size,
+        }
     }
 
     /// Gives the slot at `pos` back to producers (one lap later).

@@ -411,7 +411,7 @@ unsafe impl RingMemory for Segment {
         // (len <= max_message_size <= stride - SLOT_HEADER_SIZE); `bytes` is local
         // memory, so the ranges do not overlap.
         unsafe {
-            std::ptr::copy_nonoverlapping(
+            crate::copy::copy_bytes(
                 bytes.as_ptr(),
                 self.slot_ptr(index).add(SLOT_HEADER_SIZE as usize),
                 bytes.len(),
