@@ -949,7 +949,10 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
                 merge_series(&mut floors, floor_series);
                 let mut measured = Vec::new();
                 for &(which, label) in references {
-                    measured.push(reference(&mut round_ctx, which, label, floor_round)?);
+                    // As long as a transport's round-trip phase, so tails compare
+                    // over the same stretch of host behaviour.
+                    let duration = round_args.duration;
+                    measured.push(reference(&mut round_ctx, which, label, duration)?);
                 }
                 for &t in &transports {
                     measured.extend(latency_phase(&mut round_ctx, &mut segments, t)?);
