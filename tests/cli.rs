@@ -274,6 +274,25 @@ fn anatomy_bench_measures_the_two_line_floor_and_the_bare_ring() {
         out.contains("shmq round trip ÷ bare slot ring"),
         "no shmq ÷ bare ring ratio in:\n{out}"
     );
+    // Per-round tails: a line per series, one value per round.
+    let tails = out
+        .split("p99.9 within each round")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no per-round p99.9 section in:\n{out}"));
+    for label in ["cache-line floor", "bare slot ring", "shmq round trip"] {
+        let line = tails
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no per-round p99.9 for `{label}` in:\n{out}"));
+        let rounds = line.split("rounds:").nth(1).unwrap_or("");
+        assert_eq!(
+            rounds.matches(" ns").count()
+                + rounds.matches(" µs").count()
+                + rounds.matches(" ms").count(),
+            2,
+            "`{line}`"
+        );
+    }
     // The bare ring refuses a geometry it cannot run, as a usage error.
     let one_slot = shmq(&["bench", "--anatomy", "--capacity", "1"], b"");
     assert_eq!(code(&one_slot), EX_USAGE, "{}", stderr(&one_slot));

@@ -920,6 +920,16 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     let mut rates: Vec<Rate> = Vec::new();
     // Latency only: per label, the p50 / same-round floor p50 of every round.
     let mut round_ratios: Vec<(String, Vec<f64>)> = Vec::new();
+    // Latency only: per label, the p99.9 (ns) of every round. A round runs on one
+    // vCPU placement; the merged table mixes the placements a run went through.
+    let mut round_tails: Vec<(String, Vec<f64>)> = Vec::new();
+    let push_round = |all: &mut Vec<(String, Vec<f64>)>, label: String, value: f64| match all
+        .iter_mut()
+        .find(|(l, _)| *l == label)
+    {
+        Some((_, values)) => values.push(value),
+        None => all.push((label, vec![value])),
+    };
     match args.workload {
         Workload::Latency => {
             let mut transports = vec![Transport::Shmq];
@@ -946,7 +956,6 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
             for _ in 0..rounds {
                 let floor_series = floor(&mut round_ctx, "cache-line floor", floor_round)?;
                 let floor_p50 = floor_series.histogram.value_at_quantile(0.5) as f64;
-                merge_series(&mut floors, floor_series);
                 let mut measured = Vec::new();
                 for &(which, label) in references {
                     // As long as a transport's round-trip phase, so tails compare
@@ -978,11 +987,18 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
                     ratios.push((format!("{shmq_rtt} ÷ bare slot ring"), shmq / bare));
                 }
                 for (label, ratio) in ratios {
-                    match round_ratios.iter_mut().find(|(l, _)| *l == label) {
-                        Some((_, all)) => all.push(ratio),
-                        None => round_ratios.push((label, vec![ratio])),
-                    }
+                    push_round(&mut round_ratios, label, ratio);
                 }
+                let tail = |s: &Series| s.histogram.value_at_quantile(0.999) as f64;
+                push_round(
+                    &mut round_tails,
+                    "cache-line floor".into(),
+                    tail(&floor_series),
+                );
+                for s in &measured {
+                    push_round(&mut round_tails, s.label.clone(), tail(s));
+                }
+                merge_series(&mut floors, floor_series);
                 for s in measured {
                     merge_series(&mut series, s);
                 }
@@ -1090,6 +1106,11 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
                 "per_round": ratios,
                 "median": median(ratios),
             })).collect::<Vec<_>>(),
+            "round_p999_ns": round_tails.iter().map(|(label, tails)| json!({
+                "label": label,
+                "per_round": tails,
+                "median": median(tails),
+            })).collect::<Vec<_>>(),
             "latency": all.iter().map(report::series_json).collect::<Vec<_>>(),
             "throughput": rates.iter().map(|r| json!({
                 "transport": r.label,
@@ -1125,6 +1146,21 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
                 "  {:<36} median {:>6.2}×   rounds: {}",
                 label,
                 median(ratios),
+                each.join(" ")
+            );
+        }
+    }
+    if !round_tails.is_empty() {
+        println!();
+        println!(
+            "p99.9 within each round (a round runs on one vCPU placement; the table merges them):"
+        );
+        for (label, tails) in &round_tails {
+            let each: Vec<String> = tails.iter().map(|&t| fmt_ns(t)).collect();
+            println!(
+                "  {:<36} median {:>9}   rounds: {}",
+                label,
+                fmt_ns(median(tails)),
                 each.join(" ")
             );
         }
