@@ -297,3 +297,43 @@ fn anatomy_bench_measures_the_two_line_floor_and_the_bare_ring() {
     let one_slot = shmq(&["bench", "--anatomy", "--capacity", "1"], b"");
     assert_eq!(code(&one_slot), EX_USAGE, "{}", stderr(&one_slot));
 }
+
+#[test]
+fn hybrid_baselines_spin_then_sleep_and_still_deliver() {
+    // Under --wait hybrid the baselines spin and yield for the same budgets as the
+    // queue, then sleep in poll(2); every transport must still complete round trips.
+    let output = shmq(
+        &[
+            "bench",
+            "--compare",
+            "--wait",
+            "hybrid",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "50ms",
+            "--rounds",
+            "1",
+        ],
+        b"",
+    );
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let out = stdout(&output);
+    for label in [
+        "shmq round trip",
+        "unix socket round trip",
+        "pipe round trip",
+        "eventfd (8 B) round trip",
+    ] {
+        let row = out
+            .lines()
+            .find(|l| l.starts_with(label) && (l.contains(" ns") || l.contains(" µs")))
+            .unwrap_or_else(|| panic!("no `{label}` row in:\n{out}"));
+        let samples: u64 = row
+            .split_whitespace()
+            .last()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no sample count in `{row}`"));
+        assert!(samples > 100, "`{label}` took {samples} samples:\n{out}");
+    }
+}

@@ -4,7 +4,7 @@
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 
@@ -116,6 +116,62 @@ pub enum Poll {
     Spin,
     /// `O_NONBLOCK` reads with `sched_yield` between them.
     Yield,
+    /// As the queue's Hybrid strategy: `O_NONBLOCK` reads in a busy loop for `spin`,
+    /// with `sched_yield` between them for `yield_for` more, then `poll(2)` until
+    /// readable. The clock is read every 16 failed reads while spinning.
+    Hybrid { spin: Duration, yield_for: Duration },
+}
+
+/// Where a hybrid reader is in its wait for one read.
+struct HybridWait {
+    started: Option<Instant>,
+    misses: u32,
+    past_spin: bool,
+}
+
+impl HybridWait {
+    fn new() -> Self {
+        Self {
+            started: None,
+            misses: 0,
+            past_spin: false,
+        }
+    }
+
+    /// After a read found nothing: spin, yield, or sleep in poll(2) until `fd` is
+    /// readable (or hung up: the next read reports it).
+    fn wait(&mut self, fd: RawFd, spin: Duration, yield_for: Duration) -> Result<(), CliError> {
+        self.misses = self.misses.wrapping_add(1);
+        let started = *self.started.get_or_insert_with(Instant::now);
+        if !self.past_spin && self.misses % 16 != 1 {
+            std::hint::spin_loop();
+            return Ok(());
+        }
+        let waited = started.elapsed();
+        if waited < spin {
+            std::hint::spin_loop();
+            return Ok(());
+        }
+        self.past_spin = true;
+        if waited < spin + yield_for {
+            std::thread::yield_now();
+            return Ok(());
+        }
+        let mut pollfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; poll only writes its revents.
+        let n = unsafe { libc::poll(&mut pollfd, 1, -1) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(os_error("poll", e));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A child's end of an fd transport: where it reads and where it writes.
@@ -183,6 +239,7 @@ impl FdLink {
             buffer.len()
         };
         let mut done = 0;
+        let mut hybrid = HybridWait::new();
         while done < want {
             let rest = &mut buffer[done..want];
             // SAFETY: `rest` is valid writable memory of `rest.len()` bytes.
@@ -195,10 +252,12 @@ impl FdLink {
                 match e.raw_os_error() {
                     Some(libc::EINTR) => continue,
                     Some(libc::EAGAIN) => {
-                        if self.poll == Poll::Yield {
-                            std::thread::yield_now();
-                        } else {
-                            std::hint::spin_loop();
+                        match self.poll {
+                            Poll::Yield => std::thread::yield_now(),
+                            Poll::Hybrid { spin, yield_for } => {
+                                hybrid.wait(self.rx, spin, yield_for)?
+                            }
+                            Poll::Spin | Poll::Block => std::hint::spin_loop(),
                         }
                         continue;
                     }

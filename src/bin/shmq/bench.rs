@@ -46,7 +46,8 @@ pub enum Wait {
     Spin,
     /// Poll with sched_yield (baselines likewise).
     Yield,
-    /// Spin --spin-for, yield --yield-for, then sleep on the futex (baselines block).
+    /// Spin --spin-for, yield --yield-for, then sleep on the futex (baselines: O_NONBLOCK
+    /// reads for the same budgets, then poll(2)).
     Hybrid,
     /// Sleep on the futex at once (baselines: blocking reads).
     Futex,
@@ -247,11 +248,17 @@ impl Context<'_> {
         }
     }
 
-    fn poll_spec(&self) -> &'static str {
+    fn poll_spec(&self) -> String {
         match self.wait {
-            Wait::Spin => "spin",
-            Wait::Yield => "yield",
-            Wait::Hybrid | Wait::Futex => "block",
+            Wait::Spin => "spin".into(),
+            Wait::Yield => "yield".into(),
+            // The same budgets as the queue's Hybrid strategy, then a blocking poll(2).
+            Wait::Hybrid => format!(
+                "hybrid:{}:{}",
+                self.args.spin_for.as_nanos(),
+                self.args.yield_for.as_nanos()
+            ),
+            Wait::Futex => "block".into(),
         }
     }
 

@@ -177,7 +177,10 @@ fn open_link(spec: &Spec, side: &str) -> Result<Link, CliError> {
         "block" => Poll::Block,
         "spin" => Poll::Spin,
         "yield" => Poll::Yield,
-        _ => return Err(bad_spec("poll")),
+        hybrid => match wait_from_spec(hybrid)? {
+            WaitStrategy::Hybrid { spin, yield_for } => Poll::Hybrid { spin, yield_for },
+            _ => return Err(bad_spec("poll")),
+        },
     };
     let fd = |key: &str| -> i32 {
         spec.0
