@@ -495,10 +495,16 @@ impl Waiter {
     }
 
     /// Consumers: whether to sweep now (for dead producers' holes and dead
-    /// consumers' messages). Spinners read the clock every 64 polls; the other
-    /// strategies pay a system call or a sleep per poll anyway.
+    /// consumers' messages). Spinners read the clock every 256 polls (Hybrid: every
+    /// 16 while in its spin budget); the other strategies pay a system call or a
+    /// sleep per poll anyway.
     fn due_for_sweep(&mut self, queue: &Queue) -> bool {
-        if self.strategy == WaitStrategy::Spin && self.polls % 256 != 255 {
+        let skip = match self.strategy {
+            WaitStrategy::Spin => self.polls % 256 != 255,
+            WaitStrategy::Hybrid { .. } => !self.spin_over && self.polls % 16 != 15,
+            WaitStrategy::Yield | WaitStrategy::Futex => false,
+        };
+        if skip {
             return false;
         }
         let now = Instant::now();
