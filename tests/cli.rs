@@ -238,6 +238,18 @@ fn short_bench_prints_the_floor_and_percentiles_and_cleans_up() {
     assert!(leaked.is_empty(), "left in /dev/shm: {leaked:?}");
 }
 
+/// The sample count (last column) of the latency table row starting with `label`.
+fn samples_in_row(out: &str, label: &str) -> u64 {
+    let row = out
+        .lines()
+        .find(|l| l.starts_with(label) && (l.contains(" ns") || l.contains(" µs")))
+        .unwrap_or_else(|| panic!("no `{label}` row in:\n{out}"));
+    row.split_whitespace()
+        .last()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no sample count in `{row}`"))
+}
+
 #[test]
 fn anatomy_bench_measures_the_two_line_floor_and_the_bare_ring() {
     let output = shmq(
@@ -259,15 +271,7 @@ fn anatomy_bench_measures_the_two_line_floor_and_the_bare_ring() {
     let out = stdout(&output);
     // Each reference gets a table row with samples and a per-round ratio line.
     for label in ["two-line floor", "bare slot ring"] {
-        let row = out
-            .lines()
-            .find(|l| l.starts_with(label) && l.contains(" ns"))
-            .unwrap_or_else(|| panic!("no `{label}` row in:\n{out}"));
-        let samples: u64 = row
-            .split_whitespace()
-            .last()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no sample count in `{row}`"));
+        let samples = samples_in_row(&out, label);
         assert!(samples > 100, "`{label}` took {samples} samples:\n{out}");
     }
     assert!(
@@ -325,15 +329,7 @@ fn hybrid_baselines_spin_then_sleep_and_still_deliver() {
         "pipe round trip",
         "eventfd (8 B) round trip",
     ] {
-        let row = out
-            .lines()
-            .find(|l| l.starts_with(label) && (l.contains(" ns") || l.contains(" µs")))
-            .unwrap_or_else(|| panic!("no `{label}` row in:\n{out}"));
-        let samples: u64 = row
-            .split_whitespace()
-            .last()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no sample count in `{row}`"));
+        let samples = samples_in_row(&out, label);
         assert!(samples > 100, "`{label}` took {samples} samples:\n{out}");
     }
 }

@@ -16,6 +16,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
 use crate::report::{new_histogram, record, to_json};
@@ -25,6 +26,35 @@ use crate::util::{now_ns, CliError, Control, Word, EX_SOFTWARE, EX_USAGE};
 /// Spins between checks of the controller's stop flag.
 const POLLS_PER_STOP_CHECK: u32 = 1 << 20;
 
+/// Runs `round_trip(n)` for n = 1, 2, ... until the plan's measuring window ends,
+/// timing each one and recording those after the warm-up. `round_trip` returns
+/// `false` if the peer gave up. Returns the histogram and the number completed.
+fn timed_round_trips(
+    spec: &Spec,
+    control: &Control,
+    mut round_trip: impl FnMut(u64) -> bool,
+) -> Result<(Histogram<u64>, u64), CliError> {
+    let plan = schedule(spec, control.ready_and_wait())?;
+    let mut histogram = new_histogram();
+    let mut count = 0u64;
+    loop {
+        let t0 = now_ns();
+        if t0 >= plan.round_trip_until {
+            break;
+        }
+        if !round_trip(count + 1) {
+            return Err(CliError::new(EX_SOFTWARE, "reference: peer stopped"));
+        }
+        let t1 = now_ns();
+        if t0 >= plan.measure_from {
+            record(&mut histogram, t1 - t0);
+        }
+        count += 1;
+        progress(control, count);
+    }
+    Ok((histogram, count))
+}
+
 // ---- cache-line floor -----------------------------------------------------------
 
 /// Bounces the control mapping's first line: writes an odd value and waits for the
@@ -32,26 +62,14 @@ const POLLS_PER_STOP_CHECK: u32 = 1 << 20;
 /// shared-memory hand-off across these two cores can take.
 pub fn floor_measure(spec: &Spec, control: &Control) -> Result<Value, CliError> {
     let word = control.word(Word::Bounce);
-    let plan = schedule(spec, control.ready_and_wait())?;
-    let mut histogram = new_histogram();
-    let mut value = 0u64;
-    loop {
-        let t0 = now_ns();
-        if t0 >= plan.round_trip_until {
-            break;
-        }
-        value += 2;
+    let (histogram, _) = timed_round_trips(spec, control, |n| {
         // Release/Acquire pair with floor_echo's Acquire load / Release store.
-        word.store(value - 1, Ordering::Release);
-        while word.load(Ordering::Acquire) != value {
+        word.store(2 * n - 1, Ordering::Release);
+        while word.load(Ordering::Acquire) != 2 * n {
             std::hint::spin_loop();
         }
-        let t1 = now_ns();
-        if t0 >= plan.measure_from {
-            record(&mut histogram, t1 - t0);
-        }
-        progress(control, value / 2);
-    }
+        true
+    })?;
     word.store(u64::MAX, Ordering::Release);
     Ok(json!({ "rtt": to_json(&histogram) }))
 }
@@ -85,26 +103,14 @@ pub fn floor_echo(control: &Control) -> Result<Value, CliError> {
 /// line on its own 128-byte stride): one line per direction, as with two queues.
 pub fn two_line_measure(spec: &Spec, control: &Control) -> Result<Value, CliError> {
     let (out, back) = (control.word(Word::Bounce), control.word(Word::Bounce2));
-    let plan = schedule(spec, control.ready_and_wait())?;
-    let mut histogram = new_histogram();
-    let mut count = 0u64;
-    loop {
-        let t0 = now_ns();
-        if t0 >= plan.round_trip_until {
-            break;
-        }
-        count += 1;
+    let (histogram, _) = timed_round_trips(spec, control, |n| {
         // Release/Acquire pair with two_line_echo's Acquire load / Release store.
-        out.store(count, Ordering::Release);
-        while back.load(Ordering::Acquire) != count {
+        out.store(n, Ordering::Release);
+        while back.load(Ordering::Acquire) != n {
             std::hint::spin_loop();
         }
-        let t1 = now_ns();
-        if t0 >= plan.measure_from {
-            record(&mut histogram, t1 - t0);
-        }
-        progress(control, count);
-    }
+        true
+    })?;
     out.store(u64::MAX, Ordering::Release);
     Ok(json!({ "rtt": to_json(&histogram) }))
 }
@@ -305,34 +311,19 @@ pub fn bare_ring_ping(spec: &Spec, control: &Control) -> Result<Value, CliError>
     );
     out.initialise();
     back.initialise();
-    let plan = schedule(spec, control.ready_and_wait())?;
     let mut message = vec![0u8; geometry.size];
     let mut reply = vec![0u8; geometry.size];
-    let mut histogram = new_histogram();
-    let mut pos = 0u64;
-    loop {
-        let t0 = now_ns();
-        if t0 >= plan.round_trip_until {
-            break;
-        }
-        stamp(&mut message, t0 & !1);
-        let replied = out.send(pos, &message)
+    let (histogram, count) = timed_round_trips(spec, control, |n| {
+        let pos = n - 1;
+        stamp(&mut message, n << 1);
+        out.send(pos, &message)
             && back
                 .recv(pos, |bytes| reply.copy_from_slice(bytes))
-                .is_some();
-        if !replied {
-            return Err(peer_stopped("bare ring ping"));
-        }
-        let t1 = now_ns();
-        if t0 >= plan.measure_from {
-            record(&mut histogram, t1 - t0);
-        }
-        pos += 1;
-        progress(control, pos);
-    }
+                .is_some()
+    })?;
     stamp(&mut message, STOP);
-    out.send(pos, &message);
-    Ok(json!({ "rtt": to_json(&histogram), "count": pos }))
+    out.send(count, &message);
+    Ok(json!({ "rtt": to_json(&histogram), "count": count }))
 }
 
 /// Echo side of the bare ring: forwards each message from its ring 0 slot straight
