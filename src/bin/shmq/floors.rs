@@ -55,58 +55,25 @@ fn timed_round_trips(
     Ok((histogram, count))
 }
 
-// ---- cache-line floor -----------------------------------------------------------
+// ---- cache-line and two-line floors ------------------------------------------------
 
-/// Bounces the control mapping's first line: writes an odd value and waits for the
-/// peer's even reply. The round trip is two cache-line transfers, the least any
-/// shared-memory hand-off across these two cores can take.
-pub fn floor_measure(spec: &Spec, control: &Control) -> Result<Value, CliError> {
-    let word = control.word(Word::Bounce);
+/// The measuring side of a floor: writes odd values to `out` and waits for the
+/// peer's next even value on `back`. With `out` and `back` the same word this
+/// bounces one line (the cache-line floor: two transfers per round trip, the least
+/// any shared-memory hand-off across these two cores can take); with two words on
+/// their own 128-byte strides it sends on one line and answers on the other (the
+/// two-line floor, as a ping-pong over two queues must).
+fn bounce_measure(
+    spec: &Spec,
+    control: &Control,
+    out: Word,
+    back: Word,
+) -> Result<Value, CliError> {
+    let (out, back) = (control.word(out), control.word(back));
     let (histogram, _) = timed_round_trips(spec, control, |n| {
-        // Release/Acquire pair with floor_echo's Acquire load / Release store.
-        word.store(2 * n - 1, Ordering::Release);
-        while word.load(Ordering::Acquire) != 2 * n {
-            std::hint::spin_loop();
-        }
-        true
-    })?;
-    word.store(u64::MAX, Ordering::Release);
-    Ok(json!({ "rtt": to_json(&histogram) }))
-}
-
-pub fn floor_echo(control: &Control) -> Result<Value, CliError> {
-    let word = control.word(Word::Bounce);
-    control.ready_and_wait();
-    let mut polls = 0u32;
-    loop {
-        // Acquire/Release pair with floor_measure.
-        let value = word.load(Ordering::Acquire);
-        if value == u64::MAX {
-            break;
-        }
-        if value % 2 == 1 {
-            word.store(value + 1, Ordering::Release);
-        } else {
-            std::hint::spin_loop();
-            polls = polls.wrapping_add(1);
-            if polls % POLLS_PER_STOP_CHECK == 0 && control.stopping() {
-                break;
-            }
-        }
-    }
-    Ok(json!({}))
-}
-
-// ---- two-line floor ---------------------------------------------------------------
-
-/// Writes a count to one line and waits for the peer to copy it to another (each
-/// line on its own 128-byte stride): one line per direction, as with two queues.
-pub fn two_line_measure(spec: &Spec, control: &Control) -> Result<Value, CliError> {
-    let (out, back) = (control.word(Word::Bounce), control.word(Word::Bounce2));
-    let (histogram, _) = timed_round_trips(spec, control, |n| {
-        // Release/Acquire pair with two_line_echo's Acquire load / Release store.
-        out.store(n, Ordering::Release);
-        while back.load(Ordering::Acquire) != n {
+        // Release/Acquire pair with bounce_echo's Acquire load / Release store.
+        out.store(2 * n - 1, Ordering::Release);
+        while back.load(Ordering::Acquire) != 2 * n {
             std::hint::spin_loop();
         }
         true
@@ -115,20 +82,22 @@ pub fn two_line_measure(spec: &Spec, control: &Control) -> Result<Value, CliErro
     Ok(json!({ "rtt": to_json(&histogram) }))
 }
 
-pub fn two_line_echo(control: &Control) -> Result<Value, CliError> {
-    let (out, back) = (control.word(Word::Bounce), control.word(Word::Bounce2));
+/// The echo side of a floor: answers each new odd value on `out` with the next
+/// even value on `back`, once.
+fn bounce_echo(control: &Control, out: Word, back: Word) -> Result<Value, CliError> {
+    let (out, back) = (control.word(out), control.word(back));
     control.ready_and_wait();
-    let mut seen = 0u64;
+    let mut answered = 0u64;
     let mut polls = 0u32;
     loop {
-        // Acquire/Release pair with two_line_measure.
+        // Acquire/Release pair with bounce_measure.
         let value = out.load(Ordering::Acquire);
         if value == u64::MAX {
             break;
         }
-        if value != seen {
-            seen = value;
-            back.store(value, Ordering::Release);
+        if value % 2 == 1 && value != answered {
+            answered = value;
+            back.store(value + 1, Ordering::Release);
         } else {
             std::hint::spin_loop();
             polls = polls.wrapping_add(1);
@@ -138,6 +107,22 @@ pub fn two_line_echo(control: &Control) -> Result<Value, CliError> {
         }
     }
     Ok(json!({}))
+}
+
+pub fn floor_measure(spec: &Spec, control: &Control) -> Result<Value, CliError> {
+    bounce_measure(spec, control, Word::Bounce, Word::Bounce)
+}
+
+pub fn floor_echo(control: &Control) -> Result<Value, CliError> {
+    bounce_echo(control, Word::Bounce, Word::Bounce)
+}
+
+pub fn two_line_measure(spec: &Spec, control: &Control) -> Result<Value, CliError> {
+    bounce_measure(spec, control, Word::Bounce, Word::Bounce2)
+}
+
+pub fn two_line_echo(control: &Control) -> Result<Value, CliError> {
+    bounce_echo(control, Word::Bounce, Word::Bounce2)
 }
 
 // ---- bare slot ring ---------------------------------------------------------------
