@@ -11,8 +11,10 @@
 //!   races are constant. Producers record which sends returned `Ok`, consumers
 //!   record (inside the receive closure, before the slot is released) what they got.
 //!   Checked at the end: every acknowledged message received; duplicates no more than
-//!   consumer kills (and no more than the segment's redelivery count); nothing
-//!   received that was never sent; the stream never stalled beyond [`STALL_BOUND`].
+//!   consumer kills (and no more than the segment's redelivery count); each
+//!   consumer got each producer's messages in order, except at most one per
+//!   redelivery; nothing received that was never sent; the stream never stalled
+//!   beyond [`STALL_BOUND`].
 //!   Short by default (CI); `SHMQ_TORTURE_SECS=600` runs the 10-minute version:
 //!
 //!   ```text
@@ -567,6 +569,9 @@ struct Report {
     received: u64,
     in_flight_received: u64,
     duplicates: u64,
+    /// Receipts below the highest seq that consumer had seen from that producer
+    /// incarnation: allowed only for redelivered messages.
+    out_of_order: u64,
     redelivered: u64,
     skipped: u64,
     worst_stall: Duration,
@@ -742,6 +747,9 @@ fn check_logs(
         if bytes.len() % RECORD != 0 {
             problems.push(format!("{file}: torn record at the end"));
         }
+        // Per-producer order at this consumer: the highest seq seen so far from each
+        // producer incarnation. Only a redelivered message may come in below it.
+        let mut highest: HashMap<(u64, u64), u64> = HashMap::new();
         for record in bytes.chunks_exact(RECORD) {
             let tag = u64::from_le_bytes(record[..8].try_into().unwrap());
             let at = u64::from_le_bytes(record[8..].try_into().unwrap());
@@ -749,6 +757,14 @@ fn check_logs(
             if tag == BAD_TAG {
                 problems.push(format!("{file}: a malformed message"));
                 continue;
+            }
+            let (producer, incarnation, seq) = untag(tag);
+            match highest.get_mut(&(producer, incarnation)) {
+                Some(top) if seq < *top => report.out_of_order += 1,
+                Some(top) => *top = seq,
+                None => {
+                    highest.insert((producer, incarnation), seq);
+                }
             }
             count(tag, &mut problems);
         }
@@ -789,6 +805,13 @@ fn check_logs(
         problems.push(format!(
             "{} duplicates but the segment redelivered only {}",
             report.duplicates, report.redelivered
+        ));
+    }
+    if report.out_of_order > report.redelivered {
+        problems.push(format!(
+            "{} messages came to a consumer after a later one from the same producer, \
+             but the segment redelivered only {}",
+            report.out_of_order, report.redelivered
         ));
     }
     if report.redelivered > report.kills_consumer {
@@ -848,8 +871,9 @@ fn torture_random_sigkills_lose_no_acknowledged_message() {
         println!(
             "torture capacity {capacity}: {:.1} s, kills survived {} ({} producers, {} consumers; \
              {} producers and {} consumers seen mid-claim), \
-             acknowledged {}, messages checked {} (+{} sent but unacknowledged), duplicates {} \
-             (segment redelivered {}, skipped {} dead producers' slots), worst stall {:.1} ms \
+             acknowledged {}, messages checked {} (+{} sent but unacknowledged), duplicates {}, \
+             out of producer order {} (segment redelivered {}, skipped {} dead producers' \
+             slots), worst stall {:.1} ms \
              ({:.1} s into the round, {})",
             report.seconds,
             report.kills_producer + report.kills_consumer,
@@ -861,6 +885,7 @@ fn torture_random_sigkills_lose_no_acknowledged_message() {
             report.received,
             report.in_flight_received,
             report.duplicates,
+            report.out_of_order,
             report.redelivered,
             report.skipped,
             report.worst_stall.as_secs_f64() * 1e3,
