@@ -483,14 +483,11 @@ fn reference(
         "capacity": ctx.args.capacity,
     });
     if which == Reference::BareRing {
+        let usage =
+            "--anatomy: the bare ring needs --capacity of at least 2 and --size of at least 8";
         let geometry =
             floors::BareGeometry::new(ctx.args.capacity as usize, ctx.args.size as usize)
-                .ok_or_else(|| {
-                    CliError::new(
-                EX_USAGE,
-                "--anatomy: the bare ring needs --capacity of at least 2 and --size of at least 8",
-            )
-                })?;
+                .ok_or_else(|| CliError::new(EX_USAGE, usage))?;
         ctx.scratch = geometry.bytes();
     }
     let [a, b] = which.roles();
@@ -999,7 +996,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
                 let tail = |s: &Series| s.histogram.value_at_quantile(0.999) as f64;
                 push_round(
                     &mut round_tails,
-                    "cache-line floor".into(),
+                    floor_series.label.clone(),
                     tail(&floor_series),
                 );
                 for s in &measured {
@@ -1037,10 +1034,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
                         None => shmq_rate = Some(per_s),
                         Some(shmq) if per_s > 0.0 => {
                             let label = format!("shmq ÷ {}", rate.label);
-                            match round_ratios.iter_mut().find(|(l, _)| *l == label) {
-                                Some((_, ratios)) => ratios.push(shmq / per_s),
-                                None => round_ratios.push((label, vec![shmq / per_s])),
-                            }
+                            push_round(&mut round_ratios, label, shmq / per_s);
                         }
                         Some(_) => {}
                     }

@@ -127,10 +127,9 @@ pub fn two_line_echo(control: &Control) -> Result<Value, CliError> {
 
 // ---- bare slot ring ---------------------------------------------------------------
 
-/// Bytes before the payload in a slot, as in a shmq segment (sequence, length).
-const SLOT_HEADER: usize = 16;
-/// Slot alignment, as in a shmq segment.
-const SLOT_ALIGN: usize = 64;
+/// Bytes before the payload in a slot and the slot alignment: a shmq segment's.
+const SLOT_HEADER: usize = shmq::layout::SLOT_HEADER_SIZE as usize;
+const SLOT_ALIGN: usize = shmq::layout::SLOT_ALIGN as usize;
 
 /// Geometry of the two bare rings in the control mapping's scratch region.
 #[derive(Clone, Copy)]
