@@ -14,10 +14,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut received = 0u64;
     loop {
         // Zero copy: the closure reads the bytes where they sit in shared memory.
-        match queue.recv_with_deadline(
-            |bytes| println!("{}", String::from_utf8_lossy(bytes)),
-            Some(std::time::Instant::now() + Duration::from_secs(10)),
-        ) {
+        match queue.recv_with_timeout(Duration::from_secs(10), |bytes| {
+            println!("{}", String::from_utf8_lossy(bytes))
+        }) {
             Ok(()) => received += 1,
             Err(RecvError::Timeout) => eprintln!("(idle; {received} received so far)"),
             Err(e) => eprintln!("skipped a message: {e}"),

@@ -60,18 +60,15 @@ fn worker(queue: &str, served: &Path) -> Result<(), Box<dyn std::error::Error>> 
     let mut closing = false;
     loop {
         let deadline = Instant::now() + Duration::from_millis(300);
-        let order = queue.recv_with_deadline(
-            |order| {
-                if order != CLOSING {
-                    thread::sleep(Duration::from_millis(5));
-                    // Written before the order is let go of: a worker killed after
-                    // this line serves that order twice, never zero times.
-                    served.write_all(&[order, b"\n"].concat())?;
-                }
-                Ok::<bool, std::io::Error>(order == CLOSING)
-            },
-            Some(deadline),
-        );
+        let order = queue.recv_with_deadline(deadline, |order| {
+            if order != CLOSING {
+                thread::sleep(Duration::from_millis(5));
+                // Written before the order is let go of: a worker killed after
+                // this line serves that order twice, never zero times.
+                served.write_all(&[order, b"\n"].concat())?;
+            }
+            Ok::<bool, std::io::Error>(order == CLOSING)
+        });
         match order {
             Ok(is_closing) => closing |= is_closing?,
             Err(RecvError::Timeout) if closing => return Ok(()),

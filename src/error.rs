@@ -1,8 +1,24 @@
-//! Typed errors. Every message says what happened and what the user can do about it.
+//! Typed errors. Every message says what happened and what the user can do about it;
+//! causes that have a type of their own ([`GeometryError`], [`HeaderProblem`],
+//! [`std::io::Error`]) travel as [`source`](std::error::Error::source).
+//!
+//! The send and receive errors come in two families: the non-blocking one
+//! ([`TrySendError`], [`TryRecvError`]: `Full` / `Empty`) and the blocking one
+//! ([`SendError`], [`RecvError`]: `Timeout`). Every other variant exists in both, and
+//! `TryFrom` converts between the families without losing anything: the conversion
+//! fails, handing the error back unchanged, exactly for `Full`/`Empty` and `Timeout`.
 
 use std::io;
 
-/// Errors from creating, opening or removing a segment.
+use crate::layout::{LAYOUT_VERSION, MAGIC, MAX_PARTICIPANTS};
+
+/// Errors from creating, opening, inspecting or removing a segment.
+///
+/// ```
+/// let err = shmq::Queue::open("doc-error-no-such-segment").unwrap_err();
+/// assert!(matches!(err, shmq::Error::NotFound { .. }));
+/// assert!(err.to_string().contains("create it first"));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -36,13 +52,14 @@ pub enum Error {
         /// Version this build reads.
         expected: u32,
     },
-    /// The header is not a valid shmq header.
+    /// The segment's header or file is not a valid shmq segment.
     #[error("segment `{name}` is corrupt or not an shmq segment: {problem}; remove it with `shmq rm {name}` and recreate it")]
     Corrupt {
         /// Segment name.
         name: String,
         /// What is wrong.
-        problem: String,
+        #[source]
+        problem: HeaderProblem,
     },
     /// The creator is still initialising (or died while doing so).
     #[error("segment `{name}` is not initialised yet (its creator is still writing it, or died doing so); retry, or remove it with `shmq rm {name}`")]
@@ -58,14 +75,19 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
-    /// Creation options are out of range.
-    #[error("invalid options: {0}")]
-    InvalidOptions(String),
-    /// The segment would be larger than allowed.
-    #[error("a segment with these options needs {bytes} bytes, above the 1 TiB limit: lower the capacity or the maximum message size")]
-    TooLarge {
-        /// Bytes needed.
-        bytes: u64,
+    /// Capacity, message size or participant count out of range, or a segment that
+    /// would be too large.
+    #[error("invalid options: {problem}")]
+    InvalidOptions {
+        /// Which parameter, and its range.
+        #[source]
+        problem: GeometryError,
+    },
+    /// Permission bits outside `0o777`.
+    #[error("invalid options: mode {mode:o} has bits outside 0777")]
+    InvalidMode {
+        /// The rejected mode.
+        mode: u32,
     },
     /// `posix_fallocate` failed: /dev/shm is full.
     #[error("not enough space in /dev/shm for segment `{name}` ({bytes} bytes): free space there (`df -h /dev/shm`, `shmq ls`) or choose a smaller capacity")]
@@ -83,7 +105,16 @@ pub enum Error {
         /// Table size.
         max: u64,
     },
-    /// Any other system call failure.
+    /// The shared-memory directory could not be listed.
+    #[error("listing {directory} failed: {source}")]
+    ListFailed {
+        /// The directory (`/dev/shm`).
+        directory: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Any other system call failure on a segment.
     #[error("{operation} failed for segment `{name}`: {source}")]
     Io {
         /// What was being done.
@@ -96,8 +127,108 @@ pub enum Error {
     },
 }
 
+/// Why a set of creation parameters does not describe a valid segment. Also the
+/// cause of [`HeaderProblem::Geometry`] when a stored header holds such parameters.
+///
+/// ```
+/// let err = shmq::Queue::create("doc-geometry", &shmq::Options::new(3, 64)).unwrap_err();
+/// assert!(matches!(
+///     err,
+///     shmq::Error::InvalidOptions { problem: shmq::GeometryError::Capacity(3) }
+/// ));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GeometryError {
+    /// Capacity is not a power of two in range.
+    #[error("capacity {0} must be a power of two between 2 and 2^32")]
+    Capacity(u64),
+    /// Message size is zero or too large.
+    #[error("maximum message size {0} must be between 1 and 2^30 bytes")]
+    MessageSize(u64),
+    /// Participant count is zero or too large.
+    #[error("participant count {0} must be between 1 and {MAX_PARTICIPANTS}")]
+    Participants(u64),
+    /// The segment would exceed 1 TiB (value: bytes needed, saturated).
+    #[error("a segment with these parameters needs {0} bytes, above the 1 TiB limit: lower the capacity or the maximum message size")]
+    TooLarge(u64),
+    /// The initial position is not a valid 63-bit position.
+    #[error("initial position {0:#x} does not fit in 63 bits")]
+    InitialPosition(u64),
+}
+
+/// What is wrong with a segment's header or file (the cause of [`Error::Corrupt`]).
+///
+/// ```
+/// use std::error::Error as _;
+/// // A file of the wrong size in /dev/shm under shmq's prefix:
+/// std::fs::write("/dev/shm/shmq.doc-corrupt", b"not a segment").unwrap();
+/// let err = shmq::Queue::open("doc-corrupt").unwrap_err();
+/// let cause = err.source().unwrap().downcast_ref::<shmq::HeaderProblem>().unwrap();
+/// assert!(matches!(cause, shmq::HeaderProblem::FileTooShort { size: 13 }));
+/// shmq::Queue::unlink("doc-corrupt").unwrap();
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeaderProblem {
+    /// The first eight bytes are not shmq's magic number.
+    #[error("magic is {0:#018x}, not shmq's {MAGIC:#018x}: not an shmq segment")]
+    Magic(u64),
+    /// Another layout version.
+    #[error("layout version {0}, this build reads version {LAYOUT_VERSION}")]
+    Version(u32),
+    /// The state word is neither ready nor (after waiting) going to be.
+    #[error("state word is {0:#x}: the creator never finished initialising it")]
+    State(u32),
+    /// The stored parameters do not form a valid geometry.
+    #[error("its stored parameters are invalid: {0}")]
+    Geometry(#[source] GeometryError),
+    /// A stored offset or size disagrees with the one the parameters imply.
+    #[error("{field} is {found}, but the parameters imply {expected}")]
+    Field {
+        /// Field name.
+        field: &'static str,
+        /// Stored value.
+        found: u64,
+        /// Value implied by the parameters.
+        expected: u64,
+    },
+    /// The file is shorter than the header says.
+    #[error("the file has {file_size} bytes, the header needs {expected}")]
+    Truncated {
+        /// `fstat` size.
+        file_size: u64,
+        /// Size the header implies.
+        expected: u64,
+    },
+    /// The file is too short to hold even a header.
+    #[error("the file has only {size} bytes, shorter than a header")]
+    FileTooShort {
+        /// `fstat` size.
+        size: u64,
+    },
+    /// The file is larger than any segment can be.
+    #[error("the file has {size} bytes, above the 1 TiB limit")]
+    FileTooLarge {
+        /// `fstat` size.
+        size: u64,
+    },
+}
+
 /// Why a non-blocking send did not enqueue the message. The message was not sent.
+///
+/// ```
+/// # let name = "doc-try-send-error";
+/// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+/// assert_eq!(
+///     queue.try_send(b"nine bytes"),
+///     Err(shmq::TrySendError::TooLarge { len: 10, max: 8 })
+/// );
+/// # shmq::Queue::unlink(name)?;
+/// # Ok::<(), shmq::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TrySendError {
     /// Every slot holds an unconsumed message (or one a consumer is still reading).
     #[error("queue is full")]
@@ -112,14 +243,59 @@ pub enum TrySendError {
     },
 }
 
-/// Why a non-blocking receive returned no message.
+/// Why a blocking send failed. The message was not sent.
+///
+/// ```
+/// use std::time::Duration;
+/// # let name = "doc-send-error";
+/// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+/// queue.send(b"1")?;
+/// queue.send(b"2")?;
+/// let full = queue.send_timeout(b"3", Duration::from_millis(1));
+/// assert_eq!(full, Err(shmq::SendError::Timeout));
+/// // The same cause in the non-blocking family:
+/// assert_eq!(shmq::TrySendError::try_from(full.unwrap_err()), Err(shmq::SendError::Timeout));
+/// # shmq::Queue::unlink(name)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The deadline passed with the queue still full.
+    #[error("timed out: the queue stayed full")]
+    Timeout,
+    /// The message exceeds the segment's maximum message size.
+    #[error("message of {len} bytes exceeds this segment's maximum of {max} bytes")]
+    TooLarge {
+        /// Message length.
+        len: usize,
+        /// Segment maximum.
+        max: u64,
+    },
+}
+
+/// Why a non-blocking receive returned no message.
+///
+/// ```
+/// # let name = "doc-try-recv-error";
+/// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+/// assert_eq!(queue.try_recv(), Err(shmq::TryRecvError::Empty));
+/// let mut small = [0u8; 4];
+/// assert_eq!(
+///     queue.try_recv_into(&mut small),
+///     Err(shmq::TryRecvError::BufferTooSmall { len: 4, max: 8 })
+/// );
+/// # shmq::Queue::unlink(name)?;
+/// # Ok::<(), shmq::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TryRecvError {
     /// No published message is waiting.
     #[error("queue is empty")]
     Empty,
-    /// The buffer passed to `try_recv_into`/`recv_into` is shorter than the maximum
-    /// message size; nothing was consumed.
+    /// The buffer passed to a `*_into` receive is shorter than the maximum message
+    /// size; nothing was consumed.
     #[error(
         "receive buffer of {len} bytes is shorter than the segment's maximum message size {max}"
     )]
@@ -142,24 +318,19 @@ pub enum TryRecvError {
     },
 }
 
-/// Why a blocking send failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    /// The deadline passed with the queue still full. The message was not sent.
-    #[error("timed out: the queue stayed full")]
-    Timeout,
-    /// The message exceeds the segment's maximum message size.
-    #[error("message of {len} bytes exceeds this segment's maximum of {max} bytes")]
-    TooLarge {
-        /// Message length.
-        len: usize,
-        /// Segment maximum.
-        max: u64,
-    },
-}
-
 /// Why a blocking receive failed.
+///
+/// ```
+/// use std::time::Duration;
+/// # let name = "doc-recv-error";
+/// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+/// let empty = queue.recv_timeout(Duration::from_millis(1));
+/// assert_eq!(empty, Err(shmq::RecvError::Timeout));
+/// # shmq::Queue::unlink(name)?;
+/// # Ok::<(), shmq::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RecvError {
     /// The deadline passed with the queue still empty.
     #[error("timed out: no message arrived")]
@@ -186,25 +357,110 @@ pub enum RecvError {
     },
 }
 
-impl From<TrySendError> for SendError {
-    fn from(e: TrySendError) -> Self {
+/// `Full` has no blocking counterpart (a blocking send waits instead) and is handed
+/// back unchanged.
+impl TryFrom<TrySendError> for SendError {
+    type Error = TrySendError;
+    fn try_from(e: TrySendError) -> Result<Self, TrySendError> {
         match e {
-            TrySendError::TooLarge { len, max } => SendError::TooLarge { len, max },
-            TrySendError::Full => SendError::Timeout,
+            TrySendError::TooLarge { len, max } => Ok(SendError::TooLarge { len, max }),
+            TrySendError::Full => Err(e),
         }
     }
 }
 
-impl TryRecvError {
-    /// Converts a non-`Empty` error to its blocking form.
-    #[cfg_attr(loom, allow(dead_code))]
-    pub(crate) fn into_recv_error(self) -> RecvError {
-        match self {
-            TryRecvError::Empty => RecvError::Timeout,
-            TryRecvError::BufferTooSmall { len, max } => RecvError::BufferTooSmall { len, max },
-            TryRecvError::Corrupt { position, len, max } => {
-                RecvError::Corrupt { position, len, max }
-            }
+/// `Timeout` has no non-blocking counterpart and is handed back unchanged.
+impl TryFrom<SendError> for TrySendError {
+    type Error = SendError;
+    fn try_from(e: SendError) -> Result<Self, SendError> {
+        match e {
+            SendError::TooLarge { len, max } => Ok(TrySendError::TooLarge { len, max }),
+            SendError::Timeout => Err(e),
         }
+    }
+}
+
+/// `Empty` has no blocking counterpart (a blocking receive waits instead) and is
+/// handed back unchanged.
+impl TryFrom<TryRecvError> for RecvError {
+    type Error = TryRecvError;
+    fn try_from(e: TryRecvError) -> Result<Self, TryRecvError> {
+        match e {
+            TryRecvError::BufferTooSmall { len, max } => Ok(RecvError::BufferTooSmall { len, max }),
+            TryRecvError::Corrupt { position, len, max } => {
+                Ok(RecvError::Corrupt { position, len, max })
+            }
+            TryRecvError::Empty => Err(e),
+        }
+    }
+}
+
+/// `Timeout` has no non-blocking counterpart and is handed back unchanged.
+impl TryFrom<RecvError> for TryRecvError {
+    type Error = RecvError;
+    fn try_from(e: RecvError) -> Result<Self, RecvError> {
+        match e {
+            RecvError::BufferTooSmall { len, max } => Ok(TryRecvError::BufferTooSmall { len, max }),
+            RecvError::Corrupt { position, len, max } => {
+                Ok(TryRecvError::Corrupt { position, len, max })
+            }
+            RecvError::Timeout => Err(e),
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversions_between_families_round_trip_and_refuse_only_full_empty_timeout() {
+        let too_large = TrySendError::TooLarge { len: 9, max: 8 };
+        let blocking = SendError::try_from(too_large).unwrap();
+        assert_eq!(TrySendError::try_from(blocking), Ok(too_large));
+        assert_eq!(
+            SendError::try_from(TrySendError::Full),
+            Err(TrySendError::Full)
+        );
+        assert_eq!(
+            TrySendError::try_from(SendError::Timeout),
+            Err(SendError::Timeout)
+        );
+
+        for e in [
+            TryRecvError::BufferTooSmall { len: 1, max: 2 },
+            TryRecvError::Corrupt {
+                position: 3,
+                len: 4,
+                max: 5,
+            },
+        ] {
+            let blocking = RecvError::try_from(e).unwrap();
+            assert_eq!(TryRecvError::try_from(blocking), Ok(e));
+            assert_eq!(e.to_string(), blocking.to_string());
+        }
+        assert_eq!(
+            RecvError::try_from(TryRecvError::Empty),
+            Err(TryRecvError::Empty)
+        );
+        assert_eq!(
+            TryRecvError::try_from(RecvError::Timeout),
+            Err(RecvError::Timeout)
+        );
+    }
+
+    #[test]
+    fn header_problems_are_the_typed_source_of_corrupt() {
+        use std::error::Error as _;
+        let err = Error::Corrupt {
+            name: "x".into(),
+            problem: HeaderProblem::Geometry(GeometryError::Capacity(3)),
+        };
+        let source = err.source().unwrap().downcast_ref::<HeaderProblem>();
+        assert_eq!(
+            source,
+            Some(&HeaderProblem::Geometry(GeometryError::Capacity(3)))
+        );
+        assert!(err.to_string().contains("power of two"), "{err}");
     }
 }

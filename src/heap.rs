@@ -1,10 +1,9 @@
 //! A ring whose slots live on the heap: what the loom models run on (loom's atomics
-//! cannot sit in mmapped memory), and a quick in-process ring for tests. The layout
+//! cannot sit in mmapped memory; this module exists only in `--cfg loom` builds). The layout
 //! structs and the algorithm are the ones the shared-memory queue uses.
 
 use crate::layout::{
     Geometry, PaddedU64, ParticipantRecord, RecoveryStats, RingShared, SlotHeader, WaitWord,
-    CLAIM_NONE,
 };
 use crate::ring::RingMemory;
 use crate::sync::{AtomicU32, AtomicU64, UnsafeCell};
@@ -35,17 +34,9 @@ impl HeapMemory {
     ) -> Self {
         let geometry = Geometry::new(capacity, max_message_size, participants, initial_position)
             .expect("invalid heap ring geometry");
-        let mask = geometry.mask();
-        // Vyukov's initialisation: the slot for position p starts with sequence p.
-        let mut sequences = vec![0u64; capacity as usize];
-        for k in 0..capacity {
-            let pos = crate::layout::pos_add(initial_position, k);
-            sequences[(pos & mask) as usize] = pos;
-        }
-        let slots = sequences
-            .into_iter()
-            .map(|sequence| SlotHeader {
-                sequence: AtomicU64::new(sequence),
+        let slots = (0..capacity)
+            .map(|_| SlotHeader {
+                sequence: AtomicU64::new(0),
                 len: AtomicU32::new(0),
                 reserved: AtomicU32::new(0),
             })
@@ -55,11 +46,11 @@ impl HeapMemory {
             .collect();
         let participants = (0..participants)
             .map(|_| ParticipantRecord {
-                state: AtomicU64::new(crate::layout::participant::FREE),
+                state: AtomicU64::new(0),
                 pid: AtomicU64::new(0),
                 start_time: AtomicU64::new(0),
-                enqueue_claim: AtomicU64::new(CLAIM_NONE),
-                dequeue_claim: AtomicU64::new(CLAIM_NONE),
+                enqueue_claim: AtomicU64::new(0),
+                dequeue_claim: AtomicU64::new(0),
                 waiting: AtomicU32::new(0),
                 reserved: AtomicU32::new(0),
                 operations: AtomicU64::new(0),
@@ -72,11 +63,11 @@ impl HeapMemory {
             waiters: AtomicU32::new(0),
             epoch: AtomicU32::new(0),
         };
-        Self {
+        let memory = Self {
             geometry,
             shared: RingShared {
-                enqueue_pos: padded(initial_position),
-                dequeue_pos: padded(initial_position),
+                enqueue_pos: padded(0),
+                dequeue_pos: padded(0),
                 not_empty: wait_word(),
                 not_full: wait_word(),
                 stats: RecoveryStats {
@@ -89,7 +80,10 @@ impl HeapMemory {
             slots,
             payloads,
             participants,
-        }
+        };
+        // Zero-filled, like a fresh segment; the ring writes its initial state.
+        crate::ring::initialise(&memory);
+        memory
     }
 }
 

@@ -16,6 +16,7 @@
 //! count) and must match the stored offsets exactly, so a forged offset is caught
 //! before it is used.
 
+use crate::error::{GeometryError, HeaderProblem};
 use crate::sync::{AtomicU32, AtomicU64};
 
 /// `b"SHMQring"` read as a little-endian `u64`: the first eight bytes of every segment.
@@ -51,6 +52,7 @@ pub const MAX_SEGMENT_SIZE: u64 = 1 << 40;
 /// Values of [`Identity::state`].
 pub mod state {
     /// Fresh, zero-filled memory: the creator has not finished.
+    #[cfg_attr(loom, allow(dead_code))]
     pub const UNINITIALISED: u32 = 0;
     /// Every field is written and the ring is usable.
     pub const READY: u32 = 0x5245_4459; // "READ" + "Y"-ish tag, unlikely in garbage
@@ -226,6 +228,21 @@ pub const RING_OFFSET: u64 = LINE;
 /// Offset of the participant table.
 pub const PARTICIPANTS_OFFSET: u64 = RING_OFFSET + 5 * LINE;
 
+/// Byte offset of the recovery lock, a one-byte file lock that one sweeper at a time
+/// holds. Every process must agree on it, so it is part of the layout. Locks sit far
+/// beyond any segment's data (a lock may cover bytes past the end of the file).
+pub const RECOVERY_LOCK_OFFSET: u64 = 1 << 41;
+
+/// Byte offset of participant `index`'s liveness lock: held, through its own open
+/// file description, by the live owner of record `index`; the kernel drops it when
+/// the owner dies.
+#[cfg_attr(loom, allow(dead_code))]
+pub const fn participant_lock_offset(index: u64) -> u64 {
+    RECOVERY_LOCK_OFFSET + 1 + index
+}
+
+const _: () = assert!(MAX_SEGMENT_SIZE < RECOVERY_LOCK_OFFSET);
+
 /// Where everything lives, derived from the three creation parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geometry {
@@ -245,21 +262,6 @@ pub struct Geometry {
     pub total_size: u64,
     /// Position of the first message.
     pub initial_position: u64,
-}
-
-/// Why a set of parameters does not make a valid geometry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum GeometryError {
-    /// Capacity is not a power of two in range.
-    Capacity(u64),
-    /// Message size is zero or too large.
-    MessageSize(u64),
-    /// Participant count is zero or too large.
-    Participants(u64),
-    /// The segment would exceed [`MAX_SEGMENT_SIZE`] (value: bytes needed, saturated).
-    TooLarge(u64),
-    /// The initial position is not a valid 63-bit position.
-    InitialPosition(u64),
 }
 
 fn round_up(value: u64, to: u64) -> Option<u64> {
@@ -363,82 +365,6 @@ impl Geometry {
             });
         }
         Ok(geometry)
-    }
-}
-
-/// What is wrong with a segment header.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HeaderProblem {
-    /// The first eight bytes are not [`MAGIC`].
-    Magic(u64),
-    /// Another layout version.
-    Version(u32),
-    /// The state word is neither ready nor (after waiting) going to be.
-    State(u32),
-    /// The parameters do not form a valid geometry.
-    Geometry(GeometryError),
-    /// A stored offset or size disagrees with the one the parameters imply.
-    Field {
-        /// Field name.
-        field: &'static str,
-        /// Stored value.
-        found: u64,
-        /// Value implied by the parameters.
-        expected: u64,
-    },
-    /// The file is shorter than the header says.
-    Truncated {
-        /// `fstat` size.
-        file_size: u64,
-        /// Size the header implies.
-        expected: u64,
-    },
-}
-
-impl std::fmt::Display for HeaderProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Magic(m) => write!(
-                f,
-                "magic is {m:#018x}, not shmq's {MAGIC:#018x}: not an shmq segment"
-            ),
-            Self::Version(v) => write!(
-                f,
-                "layout version {v}, this build reads version {LAYOUT_VERSION}"
-            ),
-            Self::State(s) => write!(
-                f,
-                "state word is {s:#x}: the creator never finished initialising it"
-            ),
-            Self::Geometry(GeometryError::Capacity(c)) => {
-                write!(f, "capacity {c} is not a power of two in 2..=2^32")
-            }
-            Self::Geometry(GeometryError::MessageSize(m)) => {
-                write!(f, "maximum message size {m} is not in 1..=2^30")
-            }
-            Self::Geometry(GeometryError::Participants(p)) => write!(
-                f,
-                "participant table size {p} is not in 1..={MAX_PARTICIPANTS}"
-            ),
-            Self::Geometry(GeometryError::TooLarge(b)) => {
-                write!(f, "its parameters imply {b} bytes, above the 1 TiB limit")
-            }
-            Self::Geometry(GeometryError::InitialPosition(p)) => {
-                write!(f, "initial position {p:#x} does not fit in 63 bits")
-            }
-            Self::Field {
-                field,
-                found,
-                expected,
-            } => write!(f, "{field} is {found}, but the parameters imply {expected}"),
-            Self::Truncated {
-                file_size,
-                expected,
-            } => write!(
-                f,
-                "the file has {file_size} bytes, the header needs {expected}"
-            ),
-        }
     }
 }
 

@@ -35,46 +35,85 @@
 //!   one even if later slots are published: Vyukov's ring is FIFO by position, and a
 //!   position is only handed over once its owner finishes. Blocking calls wait.
 //!
-//! ## Modules
-//! [`layout`] is the shared-memory format, [`ring`] the algorithm (generic over
-//! where its memory lives, model-checked with loom), the platform layer is private,
-//! and [`Queue`] is the handle.
+//! ## The API
+//! [`Queue`] is the handle: [`Queue::create`], [`Queue::open`],
+//! [`Queue::open_or_create`], then sends and receives in every combination of
+//! {non-blocking `try_`, blocking, `_timeout`, `_deadline`} × {owned `Vec`
+//! (`recv`), into a caller's buffer (`recv_into`), zero copy (`recv_with`)}.
+//! [`Options`] sets up a new segment, [`WaitStrategy`] how blocking calls wait.
+//! Segments are looked after with [`Queue::list`], [`Queue::inspect`],
+//! [`Queue::unlink`] and [`Queue::remove_if_unused`]. Errors are typed enums: see
+//! the [`error`](Error) types.
+//!
+//! ## Inside
+//! One module per concern, private: `ring` is the algorithm (generic over where its
+//! memory lives, with `recovery` and `wake` as submodules), `layout` every shared
+//! byte, `segment` a segment's lifecycle, `shm` the shared-memory `Platform`
+//! (liveness and recovery locks, futexes), `platform` the system calls, `handle`
+//! the [`Queue`], `wait` the strategies, `admin` listing and inspecting, `sync` the
+//! std/loom switch.
+//!
+//! The loom models (`loom-tests/`) need the algorithm's own types. They get them
+//! from the module `model`, which exists only in `--cfg loom` builds: a normal build
+//! has no trace of it, so the public API is exactly what is listed here.
 
 #![deny(missing_docs, unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+#[cfg(not(loom))]
 mod copy;
-pub mod error;
-pub mod heap;
-pub mod layout;
-pub mod ring;
+mod error;
+#[cfg(loom)]
+mod heap;
+mod layout;
+mod ring;
 mod sync;
 
 #[cfg(not(loom))]
+mod admin;
+#[cfg(not(loom))]
+mod handle;
+#[cfg(not(loom))]
+mod name;
+#[cfg(not(loom))]
+mod options;
+#[cfg(not(loom))]
 mod platform;
 #[cfg(not(loom))]
-mod queue;
+mod segment;
 #[cfg(not(loom))]
-pub mod segment;
+mod shm;
+#[cfg(not(loom))]
+mod wait;
 
-/// Model-checking support: the primitives the algorithm is written against, for the
-/// `loom-tests` crate's platform model.
+/// Model-checking support, in `--cfg loom` builds only: the algorithm, its memory
+/// on the heap, the layout and the concurrency primitives, for the `loom-tests`
+/// crate's models and platform model.
 #[cfg(loom)]
 pub mod model {
+    pub use crate::heap::HeapMemory;
+    /// Layout constants the models use.
+    pub mod layout {
+        pub use crate::layout::POS_MASK;
+    }
+    pub use crate::ring::{
+        Direction, End, Pending, Platform, Readiness, Received, Redelivery, Ring, RingMemory,
+        Scope, Sweep,
+    };
     pub use crate::sync::{spin_hint, yield_now, AtomicU32, Ordering};
 }
 
-pub use error::{Error, RecvError, SendError, TryRecvError, TrySendError};
 #[cfg(not(loom))]
-pub use queue::{Listing, Queue, WaitStrategy, PARK_SLICE, STUCK_BOUND, SWEEP_INTERVAL};
+pub use admin::{Listed, ParticipantInfo, RecoveryCounts, Removal, SegmentInfo, Waiters};
+pub use error::{
+    Error, GeometryError, HeaderProblem, RecvError, SendError, TryRecvError, TrySendError,
+};
 #[cfg(not(loom))]
-pub use segment::{Options, ParticipantInfo, SegmentInfo};
-
-/// Operating-system helpers the `shmq` binary and tests use (pinning, CPU time).
+pub use handle::Queue;
 #[cfg(not(loom))]
-pub mod os {
-    pub use crate::platform::{available_cpus, pin_to_cpu, process_cpu_time};
-}
+pub use options::Options;
+#[cfg(not(loom))]
+pub use wait::WaitStrategy;
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -190,15 +190,6 @@ pub fn futex_wake_all(word: &AtomicU32) {
     }
 }
 
-/// Byte offset of the recovery lock. Locks sit far beyond any segment's data (locks
-/// may cover bytes past end of file), one byte each.
-pub const RECOVERY_LOCK_OFFSET: u64 = 1 << 41;
-
-/// Byte offset of participant `index`'s liveness lock.
-pub fn participant_lock_offset(index: u64) -> u64 {
-    RECOVERY_LOCK_OFFSET + 1 + index
-}
-
 fn flock_at(kind: libc::c_short, offset: u64) -> libc::flock {
     // SAFETY: flock is plain data; all-zero is a valid value.
     let mut lock: libc::flock = unsafe { std::mem::zeroed() };
@@ -281,36 +272,4 @@ pub fn list_shm(prefix: &str) -> io::Result<Vec<String>> {
     }
     names.sort();
     Ok(names)
-}
-
-/// Pins the calling thread (process, for a single-threaded one) to `cpu`.
-pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
-    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    // SAFETY: `cpu` is within the set's bit range (checked above).
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is this thread.
-    cvt(unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) })
-        .map(drop)
-}
-
-/// Number of CPUs this process may run on.
-pub fn available_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// CPU time (user + system) this process has used so far.
-pub fn process_cpu_time() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
-    // SAFETY: `usage` is writable memory of the right type.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
-        return Duration::ZERO;
-    }
-    // SAFETY: getrusage succeeded and filled the struct.
-    let usage = unsafe { usage.assume_init() };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
 }

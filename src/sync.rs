@@ -29,25 +29,9 @@ pub fn yield_now() {
     std::thread::yield_now();
 }
 
-/// Interior-mutable byte storage for the heap-backed ring. Under loom this is
+/// Interior-mutable byte storage for the heap-backed ring the models run on:
 /// `loom::cell::UnsafeCell`, which checks that producer writes and consumer reads of
 /// a slot's bytes are ordered by the slot's sequence (a missing Release/Acquire shows
 /// up as a causality violation even when the values happen to look right).
 #[cfg(loom)]
 pub(crate) use loom::cell::UnsafeCell;
-
-#[cfg(not(loom))]
-#[derive(Debug, Default)]
-pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
-
-#[cfg(not(loom))]
-impl<T> UnsafeCell<T> {
-    pub(crate) fn new(value: T) -> Self {
-        Self(std::cell::UnsafeCell::new(value))
-    }
-    /// Same shape as loom's `with_mut`: the closure gets a raw pointer.
-    #[inline]
-    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
-        f(self.0.get())
-    }
-}

@@ -2,6 +2,7 @@
 //! idle CPU, and a waiter killed while asleep.
 
 mod common;
+use common::unique;
 
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -9,10 +10,6 @@ use std::time::{Duration, Instant};
 use shmq::{Options, Queue, RecvError, SendError, WaitStrategy};
 
 const ROLE: &str = "SHMQ_BLOCKING_ROLE";
-
-fn unique(tag: &str) -> String {
-    format!("blocking-{tag}-{}", std::process::id())
-}
 
 fn strategies() -> [WaitStrategy; 4] {
     [
@@ -121,10 +118,10 @@ fn run_child_role() -> bool {
     match kind {
         // Block in recv for about a second on an idle queue and report CPU used.
         "idle" => {
-            let before = shmq::os::process_cpu_time();
+            let before = common::process_cpu_time();
             let started = Instant::now();
             let result = queue.recv_timeout(Duration::from_secs(1));
-            let cpu = shmq::os::process_cpu_time() - before;
+            let cpu = common::process_cpu_time() - before;
             assert_eq!(result, Err(RecvError::Timeout));
             println!(
                 "IDLE cpu_us={} wall_us={}",
@@ -203,10 +200,14 @@ fn sleeping_consumer_in_another_process_is_woken_by_a_send() {
     );
     // Let it fall asleep, then wake it.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while queue.info().waiters.0 == 0 && Instant::now() < deadline {
+    while queue.info().waiters.consumers == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
-    assert_eq!(queue.info().waiters.0, 1, "the child never went to sleep");
+    assert_eq!(
+        queue.info().waiters.consumers,
+        1,
+        "the child never went to sleep"
+    );
     queue.send(b"wake").unwrap();
     assert_eq!(back.recv_timeout(Duration::from_secs(10)).unwrap(), b"wake");
     let mut child = child;
@@ -227,10 +228,14 @@ fn waiter_killed_while_asleep_leaves_a_working_queue() {
         format!("sleep:{name}"),
     );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while queue.info().waiters.0 == 0 && Instant::now() < deadline {
+    while queue.info().waiters.consumers == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
-    assert_eq!(queue.info().waiters.0, 1, "the child never went to sleep");
+    assert_eq!(
+        queue.info().waiters.consumers,
+        1,
+        "the child never went to sleep"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     // The dead waiter's count is leaked: at worst a spare wake-up, never a missed one.
@@ -238,7 +243,7 @@ fn waiter_killed_while_asleep_leaves_a_working_queue() {
     consumer.set_wait_strategy(WaitStrategy::Futex);
     let info = queue.info();
     assert_eq!(
-        info.waiters.0, 0,
+        info.waiters.consumers, 0,
         "the sweep returned the dead waiter's count"
     );
     assert_eq!(info.dead(), 0, "the dead participant's record was freed");

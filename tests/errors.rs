@@ -1,10 +1,8 @@
 //! Each creation/open error variant, and the message-level errors.
 
-use shmq::{Error, Options, Queue, TryRecvError, TrySendError};
-
-fn unique(tag: &str) -> String {
-    format!("errors-{tag}-{}", std::process::id())
-}
+mod common;
+use common::unique;
+use shmq::{Error, GeometryError, Options, Queue, TryRecvError, TrySendError};
 
 #[test]
 fn open_of_missing_segment_is_not_found() {
@@ -30,21 +28,38 @@ fn create_of_existing_name_is_already_exists_and_open_or_create_opens_it() {
 
 #[test]
 fn bad_options_are_invalid_options_and_huge_ones_too_large() {
-    for options in [
-        Options::new(3, 16),
-        Options::new(1, 16),
-        Options::new(8, 0),
-        Options::new(8, 16).mode(0o4777),
-        Options::new(8, 16).max_participants(0),
+    for (options, expected) in [
+        (Options::new(3, 16), GeometryError::Capacity(3)),
+        (Options::new(1, 16), GeometryError::Capacity(1)),
+        (Options::new(8, 0), GeometryError::MessageSize(0)),
+        (
+            Options::new(8, 16).max_participants(0),
+            GeometryError::Participants(0),
+        ),
     ] {
         let err = Queue::create(&unique("bad"), &options).unwrap_err();
         assert!(
-            matches!(err, Error::InvalidOptions(_)),
+            matches!(&err, Error::InvalidOptions { problem } if *problem == expected),
             "{options:?}: {err:?}"
         );
+        let source = std::error::Error::source(&err).expect("typed cause");
+        assert_eq!(source.downcast_ref::<GeometryError>(), Some(&expected));
     }
+    let err = Queue::create(&unique("bad"), &Options::new(8, 16).mode(0o4777)).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidMode { mode: 0o4777 }),
+        "{err:?}"
+    );
     let err = Queue::create(&unique("huge"), &Options::new(1 << 32, 1 << 20)).unwrap_err();
-    assert!(matches!(err, Error::TooLarge { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::InvalidOptions {
+                problem: GeometryError::TooLarge(_)
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]

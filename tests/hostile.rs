@@ -8,9 +8,12 @@
 //! * Invalid names are refused; a 0600 segment refuses another user.
 
 mod common;
+#[path = "common/format.rs"]
+mod format;
+use common::unique;
+use format::{identity, Geometry, LAYOUT_VERSION, MAGIC, POS_MASK, SLOT_HEADER_SIZE};
 
 use std::fs;
-use std::mem::offset_of;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -21,15 +24,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use shmq::layout::{Geometry, Identity, LAYOUT_VERSION, MAGIC, POS_MASK, SLOT_HEADER_SIZE};
-use shmq::{Error, Options, Queue, TryRecvError, TrySendError};
+use shmq::{Error, HeaderProblem, Options, Queue, TryRecvError, TrySendError};
 
 /// Environment variable naming the role of a child process.
 const ROLE: &str = "SHMQ_HOSTILE_ROLE";
-
-fn unique(tag: &str) -> String {
-    format!("hostile-{tag}-{}", std::process::id())
-}
 
 fn shm_path(name: &str) -> PathBuf {
     PathBuf::from(format!("/dev/shm/shmq.{name}"))
@@ -90,47 +88,27 @@ fn u64_fields() -> Vec<Field> {
         validated,
     };
     vec![
-        field("magic", offset_of!(Identity, magic), true),
-        field("capacity", offset_of!(Identity, capacity), true),
-        field(
-            "max_message_size",
-            offset_of!(Identity, max_message_size),
-            true,
-        ),
-        field("slot_stride", offset_of!(Identity, slot_stride), true),
-        field("slots_offset", offset_of!(Identity, slots_offset), true),
-        field(
-            "participants_offset",
-            offset_of!(Identity, participants_offset),
-            true,
-        ),
-        field(
-            "max_participants",
-            offset_of!(Identity, max_participants),
-            true,
-        ),
-        field("total_size", offset_of!(Identity, total_size), true),
+        field("magic", identity::MAGIC, true),
+        field("capacity", identity::CAPACITY, true),
+        field("max_message_size", identity::MAX_MESSAGE_SIZE, true),
+        field("slot_stride", identity::SLOT_STRIDE, true),
+        field("slots_offset", identity::SLOTS_OFFSET, true),
+        field("participants_offset", identity::PARTICIPANTS_OFFSET, true),
+        field("max_participants", identity::MAX_PARTICIPANTS, true),
+        field("total_size", identity::TOTAL_SIZE, true),
         // Informational, or free within its range: other values may open.
-        field(
-            "initial_position",
-            offset_of!(Identity, initial_position),
-            false,
-        ),
-        field("creator_pid", offset_of!(Identity, creator_pid), false),
-        field(
-            "creation_time_ns",
-            offset_of!(Identity, creation_time_ns),
-            false,
-        ),
-        field("mode", offset_of!(Identity, mode), false),
-        field("reserved", offset_of!(Identity, reserved), false),
+        field("initial_position", identity::INITIAL_POSITION, false),
+        field("creator_pid", identity::CREATOR_PID, false),
+        field("creation_time_ns", identity::CREATION_TIME_NS, false),
+        field("mode", identity::MODE, false),
+        field("reserved", identity::RESERVED, false),
     ]
 }
 
 /// Uses a queue opened on a doubtful segment in every way that cannot spin forever.
 fn exercise(queue: &Queue) {
     let info = queue.info();
-    assert!(info.participants.len() <= info.identity.max_participants as usize);
+    assert!(info.participants.len() <= info.max_participants as usize);
     queue.sweep();
     // Whatever the cursors and sequences say, the non-blocking calls return (an
     // error or a bounded message) instead of spinning, and blocking ones time out.
@@ -155,7 +133,7 @@ fn exercise(queue: &Queue) {
 
 fn corrupt_message(result: Result<Queue, Error>) -> String {
     match result {
-        Err(Error::Corrupt { problem, .. }) => problem,
+        Err(Error::Corrupt { problem, .. }) => problem.to_string(),
         other => panic!("expected Error::Corrupt, got {other:?}"),
     }
 }
@@ -171,97 +149,77 @@ fn each_corrupted_header_field_is_refused_with_its_own_error() {
         open_image(&name, &bytes)
     };
     let cases: &[(&str, usize, u64, &str)] = &[
-        (
-            "magic",
-            offset_of!(Identity, magic),
-            0x0123_4567_89ab_cdef,
-            "magic",
-        ),
-        ("magic", offset_of!(Identity, magic), 0, "magic"),
-        ("capacity", offset_of!(Identity, capacity), 3, "capacity 3"),
-        ("capacity", offset_of!(Identity, capacity), 0, "capacity 0"),
-        (
-            "capacity",
-            offset_of!(Identity, capacity),
-            1 << 40,
-            "capacity",
-        ),
-        ("capacity", offset_of!(Identity, capacity), 16, "total_size"),
+        ("magic", identity::MAGIC, 0x0123_4567_89ab_cdef, "magic"),
+        ("magic", identity::MAGIC, 0, "magic"),
+        ("capacity", identity::CAPACITY, 3, "capacity 3"),
+        ("capacity", identity::CAPACITY, 0, "capacity 0"),
+        ("capacity", identity::CAPACITY, 1 << 40, "capacity"),
+        ("capacity", identity::CAPACITY, 16, "total_size"),
         (
             "max_message_size",
-            offset_of!(Identity, max_message_size),
+            identity::MAX_MESSAGE_SIZE,
             0,
             "maximum message size 0",
         ),
         (
             "max_message_size",
-            offset_of!(Identity, max_message_size),
+            identity::MAX_MESSAGE_SIZE,
             1000,
             "slot_stride",
         ),
         (
             "max_message_size",
-            offset_of!(Identity, max_message_size),
+            identity::MAX_MESSAGE_SIZE,
             u64::MAX,
             "maximum message size",
         ),
         (
             "slot_stride",
-            offset_of!(Identity, slot_stride),
-            original(offset_of!(Identity, slot_stride)) + 64,
+            identity::SLOT_STRIDE,
+            original(identity::SLOT_STRIDE) + 64,
             "slot_stride",
         ),
-        (
-            "slot_stride",
-            offset_of!(Identity, slot_stride),
-            0,
-            "slot_stride",
-        ),
+        ("slot_stride", identity::SLOT_STRIDE, 0, "slot_stride"),
         (
             "slots_offset",
-            offset_of!(Identity, slots_offset),
-            original(offset_of!(Identity, slots_offset)) - 128,
+            identity::SLOTS_OFFSET,
+            original(identity::SLOTS_OFFSET) - 128,
             "slots_offset",
         ),
         (
             "participants_offset",
-            offset_of!(Identity, participants_offset),
+            identity::PARTICIPANTS_OFFSET,
             0,
             "participants_offset",
         ),
         (
             "max_participants",
-            offset_of!(Identity, max_participants),
+            identity::MAX_PARTICIPANTS,
             0,
-            "participant table size 0",
+            "participant count 0",
         ),
         (
             "max_participants",
-            offset_of!(Identity, max_participants),
+            identity::MAX_PARTICIPANTS,
             5,
             "slots_offset",
         ),
         (
             "max_participants",
-            offset_of!(Identity, max_participants),
+            identity::MAX_PARTICIPANTS,
             u64::MAX,
-            "participant table size",
+            "participant count",
         ),
         (
             "total_size",
-            offset_of!(Identity, total_size),
-            original(offset_of!(Identity, total_size)) + 1,
+            identity::TOTAL_SIZE,
+            original(identity::TOTAL_SIZE) + 1,
             "total_size",
         ),
-        (
-            "total_size",
-            offset_of!(Identity, total_size),
-            u64::MAX,
-            "total_size",
-        ),
+        ("total_size", identity::TOTAL_SIZE, u64::MAX, "total_size"),
         (
             "initial_position",
-            offset_of!(Identity, initial_position),
+            identity::INITIAL_POSITION,
             1 << 63,
             "initial position",
         ),
@@ -275,11 +233,7 @@ fn each_corrupted_header_field_is_refused_with_its_own_error() {
     }
     // Another layout version has its own error, naming both versions.
     let mut bytes = image.to_vec();
-    put_u32(
-        &mut bytes,
-        offset_of!(Identity, version),
-        LAYOUT_VERSION + 1,
-    );
+    put_u32(&mut bytes, identity::VERSION, LAYOUT_VERSION + 1);
     match open_image(&name, &bytes) {
         Err(Error::IncompatibleVersion {
             found, expected, ..
@@ -293,7 +247,7 @@ fn each_corrupted_header_field_is_refused_with_its_own_error() {
     let mut longer = image.to_vec();
     longer.resize(image.len() + 4096, 0xA5);
     exercise(&open_image(&name, &longer).expect("a longer file opens"));
-    let queue = with_u64(offset_of!(Identity, creator_pid), 1).expect("informational field");
+    let queue = with_u64(identity::CREATOR_PID, 1).expect("informational field");
     queue.try_send(b"fine").expect("send");
     assert_eq!(queue.try_recv().expect("recv"), b"fine");
 }
@@ -303,7 +257,7 @@ fn unfinished_and_short_segments_are_not_ready_or_corrupt() {
     // These wait READY_WAIT (1 s) for a creator that might still be writing, so
     // they run side by side.
     let image = valid_image();
-    let state = offset_of!(Identity, state);
+    let state = identity::STATE;
     let mut state_zero = image.to_vec();
     put_u32(&mut state_zero, state, 0);
     let mut state_garbage = image.to_vec();
@@ -322,11 +276,15 @@ fn unfinished_and_short_segments_are_not_ready_or_corrupt() {
         ("empty file", Vec::new(), |e| {
             matches!(e, Error::NotReady { .. })
         }),
-        (
-            "shorter than a header",
-            image[..64].to_vec(),
-            |e| matches!(e, Error::Corrupt { problem, .. } if problem.contains("shorter than a header")),
-        ),
+        ("shorter than a header", image[..64].to_vec(), |e| {
+            matches!(
+                e,
+                Error::Corrupt {
+                    problem: HeaderProblem::FileTooShort { .. },
+                    ..
+                }
+            )
+        }),
     ];
     thread::scope(|scope| {
         for (index, (label, bytes, expected)) in cases.into_iter().enumerate() {
@@ -376,7 +334,7 @@ proptest! {
         // capacity, max_message_size, slot_stride, slots_offset, participants_offset,
         // max_participants, total_size: seven consecutive words.
         for (k, &word) in words.iter().enumerate() {
-            put_u64(&mut bytes, offset_of!(Identity, capacity) + 8 * k, word);
+            put_u64(&mut bytes, identity::CAPACITY + 8 * k, word);
         }
         let name = unique("magic");
         let refused = matches!(open_image(&name, &bytes), Err(Error::Corrupt { .. }));
@@ -414,7 +372,7 @@ proptest! {
                     !field.validated || value == original || fits_the_slot,
                     "{} = {:#x} was accepted", field.name, value
                 );
-                prop_assert_eq!(queue.max_message_size(), get_u64(&bytes, offset_of!(Identity, max_message_size)));
+                prop_assert_eq!(queue.max_message_size(), get_u64(&bytes, identity::MAX_MESSAGE_SIZE));
                 // initial_position is free only within 63 bits.
                 prop_assert!(field.name != "initial_position" || value <= POS_MASK);
                 exercise(&queue);
@@ -431,7 +389,7 @@ proptest! {
     fn any_other_version_is_incompatible(version in any::<u32>()) {
         prop_assume!(version != LAYOUT_VERSION);
         let mut bytes = valid_image().to_vec();
-        put_u32(&mut bytes, offset_of!(Identity, version), version);
+        put_u32(&mut bytes, identity::VERSION, version);
         let name = unique("version");
         let incompatible = matches!(
             open_image(&name, &bytes),
@@ -479,13 +437,11 @@ proptest! {
 
 fn reference_geometry() -> Geometry {
     let options = reference_options();
-    Geometry::new(
+    format::geometry(
         options.capacity,
         options.max_message_size,
         options.max_participants,
-        0,
     )
-    .expect("reference geometry")
 }
 
 // ---- scribbling on slot lengths ----------------------------------------------------
@@ -547,7 +503,7 @@ fn scribbled_slot_lengths_give_corrupt_errors_never_out_of_bounds_reads() {
     let name = unique("scribble");
     let options = Options::new(16, MAX);
     let queue = Queue::create(&name, &options).expect("create");
-    let geometry = Geometry::new(16, MAX, options.max_participants, 0).expect("geometry");
+    let geometry = format::geometry(16, MAX, options.max_participants);
     let foreign = ForeignMapping::new(&name, geometry.total_size as usize);
     let stop = AtomicBool::new(false);
     let corrupt_seen = AtomicU64::new(0);
@@ -621,7 +577,7 @@ fn scribbled_slot_lengths_give_corrupt_errors_never_out_of_bounds_reads() {
         .expect("send after scribbling");
     assert_eq!(queue.try_recv().expect("recv"), b"still serving");
     let corrupt = corrupt_seen.load(Ordering::Relaxed);
-    let stats = queue.info().recovery[3];
+    let stats = queue.info().recovery.corrupt;
     println!(
         "scribbler: {} messages received, {corrupt} rejected as corrupt (segment counted {stats})",
         received.load(Ordering::Relaxed)
@@ -741,6 +697,38 @@ fn another_user_is_refused_a_private_segment() {
 #[test]
 fn slot_length_field_is_where_the_scribbler_writes() {
     assert_eq!(SLOT_HEADER_SIZE, 16);
-    assert_eq!(offset_of!(shmq::layout::SlotHeader, len), 8);
-    assert_eq!(get_u64(valid_image(), 0), MAGIC);
+    assert_eq!(format::SLOT_LEN_OFFSET, 8);
+    assert_eq!(get_u64(valid_image(), identity::MAGIC), MAGIC);
+}
+
+/// The format written down in `common/format.rs` is the one the library writes:
+/// every stored geometry field of a real segment where the format says it is.
+#[test]
+fn format_matches_a_real_segment() {
+    let image = valid_image();
+    let options = reference_options();
+    let geometry = reference_geometry();
+    let u32_at = |offset: usize| u32::from_le_bytes(image[offset..offset + 4].try_into().unwrap());
+    assert_eq!(u32_at(identity::VERSION), LAYOUT_VERSION);
+    assert_eq!(get_u64(image, identity::CAPACITY), options.capacity);
+    assert_eq!(
+        get_u64(image, identity::MAX_MESSAGE_SIZE),
+        options.max_message_size
+    );
+    assert_eq!(
+        get_u64(image, identity::MAX_PARTICIPANTS),
+        options.max_participants
+    );
+    assert_eq!(get_u64(image, identity::SLOT_STRIDE), geometry.slot_stride);
+    assert_eq!(
+        get_u64(image, identity::SLOTS_OFFSET),
+        geometry.slots_offset
+    );
+    assert_eq!(
+        get_u64(image, identity::PARTICIPANTS_OFFSET),
+        geometry.participants_offset
+    );
+    assert_eq!(get_u64(image, identity::TOTAL_SIZE), geometry.total_size);
+    assert_eq!(image.len() as u64, geometry.total_size);
+    assert_eq!(get_u64(image, identity::MODE), 0o600);
 }

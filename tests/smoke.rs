@@ -1,8 +1,7 @@
-use shmq::{Options, Queue, TryRecvError, TrySendError};
+mod common;
+use common::unique;
 
-fn unique(name: &str) -> String {
-    format!("test-{name}-{}", std::process::id())
-}
+use shmq::{Options, Queue, TryRecvError, TrySendError};
 
 #[test]
 fn send_then_receive_round_trips() {

@@ -2,6 +2,7 @@
 //! then real processes (this test binary re-executed with a role in the environment).
 
 mod common;
+use common::unique;
 
 use std::process::Child;
 use std::time::Instant;
@@ -9,10 +10,6 @@ use std::time::Instant;
 use shmq::{Options, Queue, TrySendError};
 
 const ROLE: &str = "SHMQ_STRESS_ROLE";
-
-fn unique(tag: &str) -> String {
-    format!("stress-{tag}-{}", std::process::id())
-}
 
 /// A message is `producer: u32, sequence: u64` little-endian, padded to 16 bytes.
 fn encode(producer: u32, sequence: u64) -> [u8; 16] {
@@ -254,10 +251,7 @@ fn processes_capacity_4096_deliver_each_message_once_in_order() {
 #[test]
 fn wraparound_of_63_bit_positions_loses_nothing() {
     let name = unique("wrap");
-    let options = Options {
-        initial_position: shmq::layout::POS_MASK - 100,
-        ..Options::new(4, 16)
-    };
+    let options = Options::new(4, 16).initial_position(((1u64 << 63) - 1) - 100);
     let queue = Queue::create(&name, &options).unwrap();
     Queue::unlink(&name).unwrap();
     let consumer = queue.try_clone().unwrap();

@@ -27,6 +27,7 @@
 //!   removes a segment only once nobody alive uses it.
 
 mod common;
+use common::unique;
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -37,7 +38,9 @@ use std::process::{Child, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use shmq::{Error, Options, ParticipantInfo, Queue, RecvError, TryRecvError, TrySendError};
+use shmq::{
+    Error, Options, ParticipantInfo, Queue, RecvError, Removal, TryRecvError, TrySendError,
+};
 
 /// Environment variable naming the role of a child process.
 const ROLE: &str = "SHMQ_TORTURE_ROLE";
@@ -85,10 +88,6 @@ fn monotonic_micros() -> u64 {
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
-}
-
-fn unique(tag: &str) -> String {
-    format!("torture-{tag}-{}", std::process::id())
 }
 
 fn env(key: &str) -> String {
@@ -374,10 +373,7 @@ fn torture_consumer() {
                 e => panic!("try_recv: {e}"),
             })
         } else {
-            queue.recv_with_deadline(
-                &mut receive,
-                Some(Instant::now() + Duration::from_millis(100)),
-            )
+            queue.recv_with_deadline(Instant::now() + Duration::from_millis(100), &mut receive)
         };
         match outcome {
             Ok(tag) => {
@@ -670,9 +666,12 @@ fn torture_round(capacity: u64, seconds: f64, seed: u64) -> Report {
         leftovers.push(decode(&bytes).unwrap_or(BAD_TAG));
     }
     let info = queue.info();
-    report.skipped = info.recovery[0];
-    report.redelivered = info.recovery[1];
-    assert_eq!(info.recovery[3], 0, "no message may be reported corrupt");
+    report.skipped = info.recovery.skipped;
+    report.redelivered = info.recovery.redelivered;
+    assert_eq!(
+        info.recovery.corrupt, 0,
+        "no message may be reported corrupt"
+    );
     assert_eq!(
         info.live(),
         1,
@@ -938,7 +937,7 @@ fn stopped_consumer_keeps_its_message_killed_one_has_it_redelivered() {
             // Stopped is not dead: for 12 sweep intervals nobody may take its message.
             signal(child, libc::SIGSTOP);
             wait_stopped(child);
-            let redelivered = queue.info().recovery[1];
+            let redelivered = queue.info().recovery.redelivered;
             assert_eq!(
                 consumer.recv_timeout(Duration::from_millis(600)),
                 Err(RecvError::Timeout),
@@ -947,7 +946,7 @@ fn stopped_consumer_keeps_its_message_killed_one_has_it_redelivered() {
             queue.sweep();
             let holder = participant(&queue, pid).expect("stopped consumer still registered");
             assert!(holder.alive && holder.dequeue_stuck, "{holder:?}");
-            assert_eq!(queue.info().recovery[1], redelivered);
+            assert_eq!(queue.info().recovery.redelivered, redelivered);
         }
         // A live consumer waits in recv; the holder dies; time until it gets the message.
         let (handle, message, took) = receive_after_killing(consumer, child);
@@ -1012,11 +1011,11 @@ fn stopped_producer_keeps_its_slot_killed_one_is_skipped() {
         if round == 0 {
             // Stopped is not dead: its slot is not skipped, and once continued, its
             // message arrives whole.
-            let skipped = queue.info().recovery[0];
+            let skipped = queue.info().recovery.skipped;
             let empty = consumer.recv_timeout(Duration::from_millis(600));
             assert_eq!(empty, Err(RecvError::Timeout), "stopped producer skipped");
             queue.sweep();
-            assert_eq!(queue.info().recovery[0], skipped);
+            assert_eq!(queue.info().recovery.skipped, skipped);
             let holder = participant(&queue, child.id()).expect("registered");
             assert!(holder.alive && holder.enqueue_stuck, "{holder:?}");
             signal(child, libc::SIGCONT);
@@ -1039,7 +1038,7 @@ fn stopped_producer_keeps_its_slot_killed_one_is_skipped() {
         assert_eq!(message.expect("message behind the hole"), b"after the hole");
         times.push(took);
         assert!(
-            queue.info().recovery[0] > round,
+            queue.info().recovery.skipped > round,
             "the hole at {held} was not counted as skipped"
         );
         reaper.0.pop();
@@ -1064,19 +1063,25 @@ fn list_shows_dead_participants_and_remove_if_unused_removes_only_dead_segments(
 
     // Alive, and also merely stopped: in use, not removed.
     let kept = Queue::remove_if_unused(&name).expect("inspect");
-    assert!(matches!(&kept, Err(info) if info.live() == 1), "{kept:?}");
+    assert!(
+        matches!(&kept, Removal::InUse(info) if info.live() == 1),
+        "{kept:?}"
+    );
     signal(&reaper.0[0], libc::SIGSTOP);
     wait_stopped(&reaper.0[0]);
     let kept = Queue::remove_if_unused(&name).expect("inspect");
-    assert!(matches!(&kept, Err(info) if info.live() == 1), "{kept:?}");
+    assert!(
+        matches!(&kept, Removal::InUse(info) if info.live() == 1),
+        "{kept:?}"
+    );
 
     kill_and_reap(&mut reaper.0[0]);
     let listed = Queue::list().expect("list");
-    let (_, info) = listed
+    let entry = listed
         .iter()
-        .find(|(n, _)| *n == name)
+        .find(|entry| entry.name == name)
         .expect("segment listed");
-    let info = info.as_ref().expect("segment readable");
+    let info = entry.info.as_ref().expect("segment readable");
     assert_eq!((info.live(), info.dead()), (0, 1), "{info:?}");
     let dead = &info.participants[0];
     assert_eq!(dead.pid, u64::from(pid));
@@ -1084,7 +1089,7 @@ fn list_shows_dead_participants_and_remove_if_unused_removes_only_dead_segments(
 
     let removed = Queue::remove_if_unused(&name).expect("inspect");
     assert!(
-        matches!(&removed, Ok(info) if info.dead() == 1),
+        matches!(&removed, Removal::Removed(info) if info.dead() == 1),
         "{removed:?}"
     );
     assert!(matches!(Queue::open(&name), Err(Error::NotFound { .. })));

@@ -8,7 +8,7 @@
 //! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p loom-tests --release
 //! ```
 //!
-//! The ring under test is `shmq::ring::Ring` itself, over `shmq::heap::HeapMemory`
+//! The ring under test is `shmq::model::Ring` itself, over `shmq::model::HeapMemory`
 //! (slots with loom atomics and loom `UnsafeCell` payloads): the code that ships, not
 //! a copy. `weaken.sh` shows that the suite fails when an ordering in `src/ring.rs`
 //! is weakened.
@@ -21,9 +21,7 @@ use std::time::{Duration, Instant};
 
 use loom::sync::atomic::AtomicBool;
 use loom::sync::{Arc, Condvar, Mutex};
-use shmq::heap::HeapMemory;
-use shmq::model::{AtomicU32, Ordering};
-use shmq::ring::{register, Platform, Ring};
+use shmq::model::{AtomicU32, HeapMemory, Ordering, Platform, Ring};
 use shmq::TryRecvError;
 
 /// A ring handle as the models use it.
@@ -89,7 +87,14 @@ impl ModelPlatform {
 }
 
 impl Platform for ModelPlatform {
-    type RecoveryGuard = RecoveryGuard;
+    /// Liveness in the model is the `dead` flag, set by [`ModelPlatform::kill`]; the
+    /// guard carries nothing.
+    type Liveness = ();
+    type RecoveryGuard<'a> = RecoveryGuard;
+
+    fn try_own(&self, _index: u64) -> Option<()> {
+        Some(())
+    }
 
     fn is_alive(&self, index: u64) -> bool {
         // Acquire: pairs with the Release in `kill`.
@@ -144,10 +149,10 @@ pub fn ring(
     let platform = ModelPlatform::new(participants);
     let rings = (0..participants)
         .map(|n| {
-            let index = register(&memory, n + 1, 0, |_| true, |_| {})
+            let ring = Ring::register(memory.clone(), platform.clone(), n + 1, 0)
                 .expect("a fresh ring has a free record for every participant");
-            assert_eq!(index, n, "records are handed out in order");
-            Ring::new(memory.clone(), platform.clone(), index)
+            assert_eq!(ring.participant_index(), n, "records are handed out in order");
+            ring
         })
         .collect();
     (memory, platform, rings)
@@ -166,7 +171,7 @@ pub fn ring(
 /// values with SeqCst, before any model thread starts, closes it; it adds no
 /// synchronisation the threads do not already get from `spawn`.
 fn declare_initial_values_seq_cst(memory: &HeapMemory) {
-    use shmq::ring::RingMemory;
+    use shmq::model::RingMemory;
     let shared = memory.shared();
     for cursor in [&shared.enqueue_pos.value, &shared.dequeue_pos.value] {
         // SeqCst: see above.
@@ -184,9 +189,11 @@ fn declare_initial_values_seq_cst(memory: &HeapMemory) {
 
 /// Receives one message, if any.
 pub fn try_recv(ring: &ModelRing) -> Result<Message, TryRecvError> {
-    ring.try_recv_with(|bytes| {
-        assert_eq!(bytes.len(), MESSAGE_SIZE as usize, "torn message length");
-        (bytes[0], bytes[1])
+    ring.try_recv().map(|message| {
+        message.read(|bytes| {
+            assert_eq!(bytes.len(), MESSAGE_SIZE as usize, "torn message length");
+            (bytes[0], bytes[1])
+        })
     })
 }
 

@@ -20,7 +20,7 @@ use loom_tests::{
     assert_exactly_once, assert_per_producer_order, check, ring, send_spinning, try_recv, Message,
     ModelRing, Spin,
 };
-use shmq::layout::POS_MASK;
+use shmq::model::layout::POS_MASK;
 use shmq::model::Ordering;
 use shmq::{TryRecvError, TrySendError};
 

@@ -2,10 +2,11 @@
 //! publish (or claim and release), a recoverer sweeps concurrently, and nothing
 //! committed is lost or delivered twice.
 //!
-//! A crash is modelled with the ring's test hooks `claim_send_and_abandon` and
-//! `claim_recv_and_abandon`, which run the real claim code (record store, cursor CAS)
-//! and stop, followed by `ModelPlatform::kill` from the same thread: the kernel drops
-//! a dead process's liveness lock only after it has stopped.
+//! A crash is modelled with the ring's hook `claim_and_die`, which runs the shipped
+//! claim step (record store, cursor CAS: the very code `try_send` and `try_recv` use)
+//! and stops without publishing, releasing or unregistering, followed by
+//! `ModelPlatform::kill` from the same thread: the kernel drops a dead process's
+//! liveness lock only after it has stopped.
 #![cfg(loom)]
 
 use loom::sync::atomic::AtomicUsize;
@@ -14,26 +15,32 @@ use loom::thread;
 use loom_tests::{
     assert_exactly_once, assert_per_producer_order, check, ring, try_recv, Message, ModelRing, Spin,
 };
-use shmq::layout::POS_MASK;
-use shmq::model::Ordering;
-use shmq::ring::RingMemory;
+use shmq::model::layout::POS_MASK;
+use shmq::model::{End, Ordering, Redelivery, RingMemory, Scope};
 use shmq::{TryRecvError, TrySendError};
 
 /// Start one position before the wrap, so claims, skips and redeliveries straddle it.
 const NEAR_WRAP: u64 = POS_MASK;
-
-/// A sweep that takes no dead consumer's message.
-const NO_DELIVERY: Option<fn(&[u8]) -> Message> = None;
 
 fn decode(bytes: &[u8]) -> Message {
     assert_eq!(bytes.len(), 2, "torn message length");
     (bytes[0], bytes[1])
 }
 
+/// Sweeps, taking a dead consumer's message if there is one, and reads it.
+fn sweep_taking(ring: &ModelRing) -> Option<Message> {
+    let sweep = ring.sweep(Scope::Outstanding, Redelivery::TakeOne);
+    match sweep.redelivered {
+        Some(Ok(message)) => Some(message.read(decode)),
+        None => None,
+        Some(Err(e)) => panic!("redelivery failed: {e:?}"),
+    }
+}
+
 /// Once every thread is gone: a final sweep leaves nothing outstanding, the ring is
 /// empty, and it still answers exactly (full after `capacity` sends, FIFO after).
 fn assert_repaired_and_usable(ring: &ModelRing) {
-    let sweep = ring.sweep(true, NO_DELIVERY);
+    let sweep = ring.sweep(Scope::Housekeeping, Redelivery::Leave);
     assert!(!sweep.busy && !sweep.dead_consumer_pending);
     assert!(matches!(try_recv(ring), Err(TryRecvError::Empty)));
     let capacity = ring.capacity() as u8;
@@ -66,8 +73,9 @@ fn dead_producer_slot_is_skipped_not_lost() {
         let live = rings.pop().unwrap();
         let dying = rings.pop().unwrap();
         let dies = thread::spawn(move || {
-            let claimed = dying.claim_send_and_abandon();
-            platform.kill(dying.participant_index());
+            let index = dying.participant_index();
+            let claimed = dying.claim_and_die(End::Enqueue);
+            platform.kill(index);
             claimed
         });
         let sends = thread::spawn(move || {
@@ -79,7 +87,7 @@ fn dead_producer_slot_is_skipped_not_lost() {
             match try_recv(&consumer) {
                 Ok(message) => break message,
                 Err(TryRecvError::Empty) => {
-                    let sweep = consumer.sweep(false, NO_DELIVERY);
+                    let sweep = consumer.sweep(Scope::Outstanding, Redelivery::Leave);
                     assert!(sweep.redelivered.is_none() && !sweep.dead_consumer_pending);
                     spin.failed();
                 }
@@ -115,8 +123,9 @@ fn dead_consumer_message_is_redelivered_once() {
         let producer = rings.pop().unwrap();
         producer.try_send(&[0, 0]).unwrap();
         let dies = thread::spawn(move || {
-            let claimed = dying.claim_recv_and_abandon();
-            platform.kill(dying.participant_index());
+            let index = dying.participant_index();
+            let claimed = dying.claim_and_die(End::Dequeue);
+            platform.kill(index);
             claimed
         });
         let sends = thread::spawn(move || {
@@ -133,11 +142,11 @@ fn dead_consumer_message_is_redelivered_once() {
                     spin.progressed();
                 }
                 Err(TryRecvError::Empty) => {
-                    let sweep = sweeper.sweep(false, Some(decode));
+                    let sweep = sweeper.sweep(Scope::Outstanding, Redelivery::TakeOne);
                     assert!(!sweep.busy, "the only sweeper");
                     match sweep.redelivered {
                         Some(Ok(message)) => {
-                            got.push(message);
+                            got.push(message.read(decode));
                             spin.progressed();
                         }
                         None => spin.failed(),
@@ -181,10 +190,12 @@ fn two_sweepers_repair_once() {
         let dead_consumer = rings.pop().unwrap();
         first.try_send(&[0, 0]).unwrap();
         first.try_send(&[0, 1]).unwrap();
-        assert!(dead_consumer.claim_recv_and_abandon().is_some());
-        platform.kill(dead_consumer.participant_index());
-        assert!(dead_producer.claim_send_and_abandon().is_some());
-        platform.kill(dead_producer.participant_index());
+        let dead_consumer_index = dead_consumer.participant_index();
+        assert!(dead_consumer.claim_and_die(End::Dequeue).is_some());
+        platform.kill(dead_consumer_index);
+        let dead_producer_index = dead_producer.participant_index();
+        assert!(dead_producer.claim_and_die(End::Enqueue).is_some());
+        platform.kill(dead_producer_index);
 
         let total = Arc::new(AtomicUsize::new(0));
         let sweepers: Vec<_> = [first, second]
@@ -198,13 +209,7 @@ fn two_sweepers_repair_once() {
                     while total.load(Ordering::SeqCst) < 2 {
                         let message = match try_recv(&ring) {
                             Ok(message) => Some(message),
-                            Err(TryRecvError::Empty) => {
-                                match ring.sweep(false, Some(decode)).redelivered {
-                                    Some(Ok(message)) => Some(message),
-                                    None => None,
-                                    Some(Err(e)) => panic!("redelivery failed: {e:?}"),
-                                }
-                            }
+                            Err(TryRecvError::Empty) => sweep_taking(&ring),
                             Err(e) => panic!("unexpected receive error {e:?}"),
                         };
                         match message {

@@ -16,8 +16,8 @@
 
 use loom::thread;
 use loom_tests::{check, ring, try_recv, Message, ModelRing, Spin};
-use shmq::layout::POS_MASK;
-use shmq::ring::{Direction, Readiness};
+use shmq::model::layout::POS_MASK;
+use shmq::model::{Direction, Pending, Readiness};
 use shmq::{TryRecvError, TrySendError};
 
 /// Two positions before the wrap.
@@ -30,7 +30,7 @@ fn recv_blocking(ring: &ModelRing) -> Message {
     loop {
         match try_recv(ring) {
             Ok(message) => return message,
-            Err(TryRecvError::Empty) => match ring.park(Direction::NotEmpty, None) {
+            Err(TryRecvError::Empty) => match ring.park(Direction::NotEmpty, Pending::Spin, None) {
                 Readiness::Pending => spin.failed(),
                 Readiness::Ready | Readiness::Idle => {}
             },
@@ -45,7 +45,7 @@ fn send_blocking(ring: &ModelRing, message: Message) {
     loop {
         match ring.try_send(&[message.0, message.1]) {
             Ok(()) => return,
-            Err(TrySendError::Full) => match ring.park(Direction::NotFull, None) {
+            Err(TrySendError::Full) => match ring.park(Direction::NotFull, Pending::Spin, None) {
                 Readiness::Pending => spin.failed(),
                 Readiness::Ready | Readiness::Idle => {}
             },

@@ -1,0 +1,618 @@
+//! [`Queue`]: the handle users hold. Attaching to a segment, and the send/receive
+//! grid: {try, blocking, timeout, deadline} × {owned `Vec`, into a buffer, zero copy}.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, RecvError, SendError, TryRecvError, TrySendError};
+use crate::options::Options;
+use crate::platform;
+use crate::ring::{Direction, Received, Redelivery, Ring, Scope};
+use crate::segment::Segment;
+use crate::shm::ShmPlatform;
+use crate::wait::{SweepSchedule, Wait, WaitStrategy, Waiter};
+
+pub(crate) type ShmRing = Ring<Arc<Segment>, ShmPlatform>;
+type Message<'a> = Received<'a, Arc<Segment>, ShmPlatform>;
+
+/// A handle on a named shared-memory queue: any number of handles, in any number of
+/// processes, may send and receive on the same segment.
+///
+/// A `Queue` is `Send` but not `Sync`: it owns a participant record that only one
+/// thread may write. For another thread, [`Queue::try_clone`] a second handle.
+/// Dropping a handle never removes the segment; [`Queue::unlink`] does.
+///
+/// ```
+/// use shmq::{Options, Queue};
+/// # let name = "doc-queue";
+/// let producer = Queue::create(name, &Options::new(1024, 256))?;
+/// let consumer = Queue::open(name)?;
+/// producer.send(b"one lemonade")?;
+/// assert_eq!(consumer.recv()?, b"one lemonade");
+/// Queue::unlink(name)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Queue {
+    pub(crate) ring: ShmRing,
+    wait: WaitStrategy,
+    pub(crate) schedule: SweepSchedule,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("name", &self.name())
+            .field("participant", &self.ring.participant_index())
+            .field("wait", &self.wait)
+            .finish()
+    }
+}
+
+impl Queue {
+    /// Creates the segment `name` (an error if it exists) and attaches to it.
+    ///
+    /// ```
+    /// use shmq::{Error, Options, Queue};
+    /// # let name = "doc-create";
+    /// let queue = Queue::create(name, &Options::new(64, 128))?;
+    /// assert_eq!((queue.capacity(), queue.max_message_size()), (64, 128));
+    /// assert!(matches!(
+    ///     Queue::create(name, &Options::new(64, 128)),
+    ///     Err(Error::AlreadyExists { .. })
+    /// ));
+    /// # Queue::unlink(name)?;
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn create(name: &str, options: &Options) -> Result<Self, Error> {
+        let (segment, fd) = Segment::create(name, options)?;
+        Self::attach(segment, fd)
+    }
+
+    /// Attaches to the existing segment `name`.
+    ///
+    /// ```
+    /// use shmq::{Options, Queue};
+    /// # let name = "doc-open";
+    /// let created = Queue::create(name, &Options::new(64, 128))?;
+    /// let opened = Queue::open(name)?;
+    /// assert_eq!(opened.capacity(), 64);
+    /// # Queue::unlink(name)?;
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn open(name: &str) -> Result<Self, Error> {
+        let (segment, fd) = Segment::open(name)?;
+        Self::attach(segment, fd)
+    }
+
+    /// Opens `name`, creating it with `options` if it does not exist. An existing
+    /// segment keeps its own capacity and message size.
+    ///
+    /// ```
+    /// use shmq::{Options, Queue};
+    /// # let name = "doc-open-or-create";
+    /// let first = Queue::open_or_create(name, &Options::new(64, 128))?;
+    /// let second = Queue::open_or_create(name, &Options::new(8, 8))?;
+    /// assert_eq!(second.capacity(), 64);
+    /// # Queue::unlink(name)?;
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn open_or_create(name: &str, options: &Options) -> Result<Self, Error> {
+        loop {
+            match Self::create(name, options) {
+                Err(Error::AlreadyExists { .. }) => {}
+                other => return other,
+            }
+            match Self::open(name) {
+                // Removed between our two calls: try creating again.
+                Err(Error::NotFound { .. }) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn attach(segment: Arc<Segment>, fd: OwnedFd) -> Result<Self, Error> {
+        let platform = ShmPlatform::new(fd);
+        let pid = platform::pid();
+        let start_time = platform::process_start_time(pid);
+        let register = || Ring::register(Arc::clone(&segment), platform.clone(), pid, start_time);
+        let ring = match register() {
+            Some(ring) => Some(ring),
+            None => {
+                // The table may be full of dead participants' records: free them
+                // through a record-less view, then retry once.
+                Ring::observer(Arc::clone(&segment), platform.clone())
+                    .sweep(Scope::Housekeeping, Redelivery::Leave);
+                register()
+            }
+        };
+        let Some(ring) = ring else {
+            return Err(Error::ParticipantTableFull {
+                name: segment.name().to_owned(),
+                max: segment.identity().max_participants,
+            });
+        };
+        // Repair what dead participants left and free their records, so a restarted
+        // process starts from a clean table.
+        ring.sweep(Scope::Housekeeping, Redelivery::Leave);
+        Ok(Self {
+            ring,
+            wait: WaitStrategy::default(),
+            schedule: SweepSchedule::new(),
+        })
+    }
+
+    /// A second handle on the same segment (its own participant record and its own
+    /// liveness lock), for another thread. Works even after the name was unlinked.
+    ///
+    /// ```
+    /// use shmq::{Options, Queue};
+    /// # let name = "doc-try-clone";
+    /// let queue = Queue::create(name, &Options::new(64, 128))?;
+    /// let for_thread = queue.try_clone()?;
+    /// std::thread::spawn(move || for_thread.send(b"hi").unwrap()).join().unwrap();
+    /// assert_eq!(queue.recv()?, b"hi");
+    /// # Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_clone(&self) -> Result<Self, Error> {
+        let segment = Arc::clone(self.ring.memory());
+        let fd = platform::reopen(self.ring.platform().fd()).map_err(|source| Error::Io {
+            operation: "reopening the segment",
+            name: segment.name().to_owned(),
+            source,
+        })?;
+        let mut queue = Self::attach(segment, fd)?;
+        queue.wait = self.wait;
+        Ok(queue)
+    }
+
+    /// The segment's name.
+    ///
+    /// ```
+    /// # let name = "doc-name";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// assert_eq!(queue.name(), "doc-name");
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn name(&self) -> &str {
+        self.ring.memory().name()
+    }
+
+    /// Capacity in messages.
+    ///
+    /// ```
+    /// # let name = "doc-capacity";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(16, 8))?;
+    /// assert_eq!(queue.capacity(), 16);
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn capacity(&self) -> u64 {
+        self.ring.capacity()
+    }
+
+    /// Largest message in bytes.
+    ///
+    /// ```
+    /// # let name = "doc-max-message-size";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(16, 100))?;
+    /// assert_eq!(queue.max_message_size(), 100);
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn max_message_size(&self) -> u64 {
+        self.ring.max_message_size()
+    }
+
+    /// How blocking calls on this handle wait (see [`WaitStrategy`]).
+    ///
+    /// ```
+    /// # let name = "doc-wait-strategy-get";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// assert_eq!(queue.wait_strategy(), shmq::WaitStrategy::default());
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.wait
+    }
+
+    /// Sets how blocking calls on this handle wait.
+    ///
+    /// ```
+    /// # let name = "doc-wait-strategy-set";
+    /// let mut queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// queue.set_wait_strategy(shmq::WaitStrategy::Futex);
+    /// assert_eq!(queue.wait_strategy(), shmq::WaitStrategy::Futex);
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.wait = wait;
+    }
+
+    // ---- send ----------------------------------------------------------------------
+
+    /// Enqueues `message` if there is room. Never blocks; no system call unless a
+    /// consumer sleeps.
+    ///
+    /// ```
+    /// use shmq::{Options, Queue, TrySendError};
+    /// # let name = "doc-try-send";
+    /// let queue = Queue::create(name, &Options::new(2, 8))?;
+    /// queue.try_send(b"one")?;
+    /// queue.try_send(b"two")?;
+    /// assert_eq!(queue.try_send(b"three"), Err(TrySendError::Full));
+    /// # Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn try_send(&self, message: &[u8]) -> Result<(), TrySendError> {
+        self.ring.try_send(message)
+    }
+
+    /// Enqueues `message`, waiting while the queue is full.
+    ///
+    /// ```
+    /// # let name = "doc-send";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// queue.send(b"hello")?;
+    /// assert_eq!(queue.recv()?, b"hello");
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send(&self, message: &[u8]) -> Result<(), SendError> {
+        self.send_until(message, None)
+    }
+
+    /// Enqueues `message`, waiting at most `timeout` for room.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # let name = "doc-send-timeout";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// queue.send_timeout(b"1", Duration::from_millis(1))?;
+    /// queue.send_timeout(b"2", Duration::from_millis(1))?;
+    /// assert_eq!(
+    ///     queue.send_timeout(b"3", Duration::from_millis(1)),
+    ///     Err(shmq::SendError::Timeout)
+    /// );
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_timeout(&self, message: &[u8], timeout: Duration) -> Result<(), SendError> {
+        self.send_until(message, Instant::now().checked_add(timeout))
+    }
+
+    /// Enqueues `message`, waiting for room until `deadline`.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// # let name = "doc-send-deadline";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// let deadline = Instant::now() + Duration::from_millis(5);
+    /// queue.send_deadline(b"1", deadline)?;
+    /// queue.send_deadline(b"2", deadline)?;
+    /// assert_eq!(queue.send_deadline(b"3", deadline), Err(shmq::SendError::Timeout));
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_deadline(&self, message: &[u8], deadline: Instant) -> Result<(), SendError> {
+        self.send_until(message, Some(deadline))
+    }
+
+    fn send_until(&self, message: &[u8], deadline: Option<Instant>) -> Result<(), SendError> {
+        let mut waiter = None;
+        loop {
+            match self.ring.try_send(message) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full) => {}
+                Err(e) => return Err(blocking_send_error(e)),
+            }
+            let waiter = waiter.get_or_insert_with(|| Waiter::new(self.wait, deadline));
+            if waiter.wait(&self.ring, &self.schedule, Direction::NotFull) == Wait::TimedOut {
+                return Err(SendError::Timeout);
+            }
+        }
+    }
+
+    // ---- receive: zero copy --------------------------------------------------------
+
+    /// Dequeues the next message and lends its bytes to `f` in place (zero copy).
+    /// The slot is released when `f` returns (or panics).
+    ///
+    /// The bytes live in memory that other processes map too: a well-behaved peer
+    /// never writes a slot a consumer holds, but a faulty or hostile one could, so
+    /// validate what you read before trusting it.
+    ///
+    /// ```
+    /// # let name = "doc-try-recv-with";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// queue.send(b"abc")?;
+    /// assert_eq!(queue.try_recv_with(|bytes| bytes.len())?, 3);
+    /// assert_eq!(queue.try_recv_with(|bytes| bytes.len()), Err(shmq::TryRecvError::Empty));
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn try_recv_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, TryRecvError> {
+        self.try_receive().map(|message| message.read(f))
+    }
+
+    /// Receives the next message, waiting while the queue is empty, and lends its
+    /// bytes to `f` in place (see [`try_recv_with`](Self::try_recv_with)).
+    ///
+    /// ```
+    /// # let name = "doc-recv-with";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// queue.send(b"abc")?;
+    /// assert_eq!(queue.recv_with(|bytes| bytes[0])?, b'a');
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, RecvError> {
+        self.receive_until(None).map(|message| message.read(f))
+    }
+
+    /// Like [`recv_with`](Self::recv_with), waiting at most `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # let name = "doc-recv-with-timeout";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// let outcome = queue.recv_with_timeout(Duration::from_millis(1), |bytes| bytes.len());
+    /// assert_eq!(outcome, Err(shmq::RecvError::Timeout));
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn recv_with_timeout<R>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, RecvError> {
+        self.receive_until(Instant::now().checked_add(timeout))
+            .map(|message| message.read(f))
+    }
+
+    /// Like [`recv_with`](Self::recv_with), waiting until `deadline`.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// # let name = "doc-recv-with-deadline";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// queue.send(b"abc")?;
+    /// let deadline = Instant::now() + Duration::from_millis(5);
+    /// assert_eq!(queue.recv_with_deadline(deadline, |bytes| bytes.to_vec())?, b"abc");
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_with_deadline<R>(
+        &self,
+        deadline: Instant,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, RecvError> {
+        self.receive_until(Some(deadline))
+            .map(|message| message.read(f))
+    }
+
+    // ---- receive: into a buffer ----------------------------------------------------
+
+    /// Dequeues the next message into `buffer`, which must hold
+    /// [`max_message_size`](Self::max_message_size) bytes (else nothing is consumed),
+    /// and returns its length.
+    ///
+    /// ```
+    /// # let name = "doc-try-recv-into";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// queue.send(b"abc")?;
+    /// let mut buffer = [0u8; 8];
+    /// let len = queue.try_recv_into(&mut buffer)?;
+    /// assert_eq!(&buffer[..len], b"abc");
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_recv_into(&self, buffer: &mut [u8]) -> Result<usize, TryRecvError> {
+        self.check_buffer(buffer)?;
+        self.try_recv_with(|bytes| copy_into(buffer, bytes))
+    }
+
+    /// Receives into `buffer` (at least the maximum message size), waiting while
+    /// empty. Returns the message length.
+    ///
+    /// ```
+    /// # let name = "doc-recv-into";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// queue.send(b"abc")?;
+    /// let mut buffer = [0u8; 8];
+    /// let len = queue.recv_into(&mut buffer)?;
+    /// assert_eq!(&buffer[..len], b"abc");
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_into(&self, buffer: &mut [u8]) -> Result<usize, RecvError> {
+        self.recv_into_until(buffer, None)
+    }
+
+    /// Receives into `buffer`, waiting at most `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # let name = "doc-recv-into-timeout";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// let mut buffer = [0u8; 8];
+    /// let outcome = queue.recv_into_timeout(&mut buffer, Duration::from_millis(1));
+    /// assert_eq!(outcome, Err(shmq::RecvError::Timeout));
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn recv_into_timeout(
+        &self,
+        buffer: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, RecvError> {
+        self.recv_into_until(buffer, Instant::now().checked_add(timeout))
+    }
+
+    /// Receives into `buffer`, waiting until `deadline`.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// # let name = "doc-recv-into-deadline";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// queue.send(b"abc")?;
+    /// let mut buffer = [0u8; 8];
+    /// let len = queue.recv_into_deadline(&mut buffer, Instant::now() + Duration::from_millis(5))?;
+    /// assert_eq!(&buffer[..len], b"abc");
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_into_deadline(
+        &self,
+        buffer: &mut [u8],
+        deadline: Instant,
+    ) -> Result<usize, RecvError> {
+        self.recv_into_until(buffer, Some(deadline))
+    }
+
+    fn recv_into_until(
+        &self,
+        buffer: &mut [u8],
+        deadline: Option<Instant>,
+    ) -> Result<usize, RecvError> {
+        self.check_buffer(buffer).map_err(blocking_recv_error)?;
+        self.receive_until(deadline)
+            .map(|message| message.read(|bytes| copy_into(buffer, bytes)))
+    }
+
+    // ---- receive: owned ------------------------------------------------------------
+
+    /// Dequeues the next message into a new `Vec` (allocates; see
+    /// [`try_recv_with`](Self::try_recv_with) for the zero-copy form).
+    ///
+    /// ```
+    /// # let name = "doc-try-recv";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// queue.send(b"abc")?;
+    /// assert_eq!(queue.try_recv()?, b"abc");
+    /// assert_eq!(queue.try_recv(), Err(shmq::TryRecvError::Empty));
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_recv(&self) -> Result<Vec<u8>, TryRecvError> {
+        self.try_recv_with(<[u8]>::to_vec)
+    }
+
+    /// Receives the next message into a new `Vec`, waiting while empty.
+    ///
+    /// ```
+    /// # let name = "doc-recv";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// queue.send(b"abc")?;
+    /// assert_eq!(queue.recv()?, b"abc");
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv(&self) -> Result<Vec<u8>, RecvError> {
+        self.recv_with(<[u8]>::to_vec)
+    }
+
+    /// Receives the next message into a new `Vec`, waiting at most `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # let name = "doc-recv-timeout";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// assert_eq!(queue.recv_timeout(Duration::from_millis(1)), Err(shmq::RecvError::Timeout));
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Vec<u8>, RecvError> {
+        self.recv_with_timeout(timeout, <[u8]>::to_vec)
+    }
+
+    /// Receives the next message into a new `Vec`, waiting until `deadline`.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// # let name = "doc-recv-deadline";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// queue.send(b"abc")?;
+    /// assert_eq!(queue.recv_deadline(Instant::now() + Duration::from_millis(5))?, b"abc");
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_deadline(&self, deadline: Instant) -> Result<Vec<u8>, RecvError> {
+        self.recv_with_deadline(deadline, <[u8]>::to_vec)
+    }
+
+    // ---- the receive steps every form shares ---------------------------------------
+
+    /// One non-blocking receive; now and then an empty one also sweeps for messages
+    /// that dead consumers held.
+    #[inline]
+    fn try_receive(&self) -> Result<Message<'_>, TryRecvError> {
+        match self.ring.try_recv() {
+            Err(TryRecvError::Empty) if self.schedule.empty_poll_due() => self.take_redelivery(),
+            other => other,
+        }
+    }
+
+    /// Receives, waiting per the wait strategy until `deadline` (`None`: forever).
+    fn receive_until(&self, deadline: Option<Instant>) -> Result<Message<'_>, RecvError> {
+        let mut waiter = Waiter::new(self.wait, deadline);
+        loop {
+            match self.ring.try_recv() {
+                Err(TryRecvError::Empty) => {}
+                other => return other.map_err(blocking_recv_error),
+            }
+            if waiter.due_for_sweep(&self.ring, &self.schedule) {
+                match self.take_redelivery() {
+                    Err(TryRecvError::Empty) => {}
+                    other => return other.map_err(blocking_recv_error),
+                }
+            }
+            if waiter.wait(&self.ring, &self.schedule, Direction::NotEmpty) == Wait::TimedOut {
+                return Err(RecvError::Timeout);
+            }
+        }
+    }
+
+    /// Sweeps, taking over one message a dead consumer held, if any (`Empty` if none).
+    fn take_redelivery(&self) -> Result<Message<'_>, TryRecvError> {
+        self.schedule.swept(Instant::now());
+        self.ring
+            .sweep(Scope::Outstanding, Redelivery::TakeOne)
+            .redelivered
+            .unwrap_or(Err(TryRecvError::Empty))
+    }
+
+    fn check_buffer(&self, buffer: &[u8]) -> Result<(), TryRecvError> {
+        let max = self.max_message_size();
+        if (buffer.len() as u64) < max {
+            return Err(TryRecvError::BufferTooSmall {
+                len: buffer.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn copy_into(buffer: &mut [u8], bytes: &[u8]) -> usize {
+    crate::copy::copy_prefix(buffer, bytes);
+    bytes.len()
+}
+
+/// A non-blocking send error the blocking family reports as is (never `Full`: a
+/// blocking send waits that out).
+fn blocking_send_error(e: TrySendError) -> SendError {
+    SendError::try_from(e).unwrap_or(SendError::Timeout)
+}
+
+/// A non-blocking receive error the blocking family reports as is (never `Empty`: a
+/// blocking receive waits that out).
+fn blocking_recv_error(e: TryRecvError) -> RecvError {
+    RecvError::try_from(e).unwrap_or(RecvError::Timeout)
+}

@@ -1,0 +1,89 @@
+//! [`Options`]: the parameters of a new segment.
+
+/// Parameters of a new segment, built with [`Options::new`] and the setters.
+///
+/// ```
+/// use shmq::Options;
+/// let options = Options::new(4096, 512).mode(0o660).max_participants(16);
+/// assert_eq!(options.capacity, 4096);
+/// assert_eq!(options.max_message_size, 512);
+/// assert_eq!(options.mode, 0o660);
+/// assert_eq!(options.max_participants, 16);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Options {
+    /// Messages the queue holds: a power of two, at least 2 (default 1024).
+    pub capacity: u64,
+    /// Largest message in bytes (default 240: a slot of 256 bytes).
+    pub max_message_size: u64,
+    /// Permission bits (default 0600: only the creating user).
+    pub mode: u32,
+    /// Handles that may be attached at once (default 64).
+    pub max_participants: u64,
+    /// Position of the first message. Only for tests that exercise wraparound.
+    #[doc(hidden)]
+    pub initial_position: u64,
+}
+
+impl Default for Options {
+    /// 1024 messages of up to 240 bytes, mode 0600, 64 participants.
+    ///
+    /// ```
+    /// assert_eq!(shmq::Options::default(), shmq::Options::new(1024, 240));
+    /// ```
+    fn default() -> Self {
+        Self {
+            capacity: 1024,
+            max_message_size: 240,
+            mode: 0o600,
+            max_participants: 64,
+            initial_position: 0,
+        }
+    }
+}
+
+impl Options {
+    /// Default options with this capacity and maximum message size.
+    ///
+    /// ```
+    /// let options = shmq::Options::new(256, 64);
+    /// assert_eq!((options.capacity, options.max_message_size), (256, 64));
+    /// assert_eq!(options.mode, 0o600);
+    /// ```
+    pub fn new(capacity: u64, max_message_size: u64) -> Self {
+        Self {
+            capacity,
+            max_message_size,
+            ..Self::default()
+        }
+    }
+
+    /// Sets the permission bits (`0o600` by default; `0o660` to share with the
+    /// group). Applied exactly, whatever the process umask.
+    ///
+    /// ```
+    /// assert_eq!(shmq::Options::new(2, 8).mode(0o660).mode, 0o660);
+    /// ```
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets the participant table size: how many handles may be attached at once.
+    ///
+    /// ```
+    /// assert_eq!(shmq::Options::new(2, 8).max_participants(4).max_participants, 4);
+    /// ```
+    pub fn max_participants(mut self, max: u64) -> Self {
+        self.max_participants = max;
+        self
+    }
+
+    /// Starts the ring at `position` instead of 0 (tests of 63-bit wraparound).
+    #[doc(hidden)]
+    pub fn initial_position(mut self, position: u64) -> Self {
+        self.initial_position = position;
+        self
+    }
+}

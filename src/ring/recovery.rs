@@ -1,0 +1,328 @@
+//! Crash survival: registering participants, and the sweep that repairs what dead
+//! ones left (module docs of [`crate::ring`], "Claim records").
+
+use super::{Claimed, End, Platform, Received, Ring, RingMemory};
+use crate::error::TryRecvError;
+use crate::layout::{
+    participant, pos_add, pos_diff, waiting, ParticipantRecord, CLAIM_NONE, SKIP_LEN,
+};
+use crate::sync::Ordering;
+
+/// Whether a dead consumer's message may be taken by this sweep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Redelivery {
+    /// Leave it (the sweep reports it as `dead_consumer_pending`).
+    Leave,
+    /// Take one, and return it for delivery to this sweeper's caller.
+    TakeOne,
+}
+
+/// Which records a sweep looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Only if some claim is outstanding: cheap (loads only) when nothing is wrong.
+    Outstanding,
+    /// Every active record, freeing dead ones with nothing outstanding too. Asks the
+    /// platform about each, so it is for occasional use (attach, `Queue::sweep`).
+    Housekeeping,
+}
+
+/// What a sweep found and did.
+#[derive(Debug)]
+pub struct Sweep<'a, M: RingMemory, P: Platform> {
+    /// Another participant holds the recovery lock; nothing was checked.
+    pub busy: bool,
+    /// Slots of dead producers published as skips.
+    pub skipped: u32,
+    /// Dead participants' records freed.
+    pub freed: u32,
+    /// A dead consumer's message, taken over by this sweeper (with
+    /// [`Redelivery::TakeOne`]); `Err` if its length was corrupt (then released).
+    pub redelivered: Option<Result<Received<'a, M, P>, TryRecvError>>,
+    /// A dead consumer holds a message this sweep did not take.
+    pub dead_consumer_pending: bool,
+}
+
+impl<M: RingMemory, P: Platform> std::fmt::Debug for Received<'_, M, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Received")
+            .field("position", &self.claimed.pos)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// Claims a free participant record for a new handle, owning its liveness through
+/// the platform. Returns the record index and the liveness, or `None` if every
+/// record is taken.
+pub(super) fn register<M: RingMemory, P: Platform>(
+    memory: &M,
+    platform: &P,
+    pid: u64,
+    start_time: u64,
+) -> Option<(u64, P::Liveness)> {
+    for index in 0..memory.geometry().max_participants {
+        let record = memory.participant(index);
+        // Relaxed: a hint only; the CAS below decides.
+        if record.state.load(Ordering::Relaxed) != participant::FREE {
+            continue;
+        }
+        let Some(liveness) = platform.try_own(index) else {
+            continue;
+        };
+        // Acquire: pairs with the Release that freed the record (by its previous owner
+        // or a sweeper), so we see its claims reset to CLAIM_NONE.
+        if record
+            .state
+            .compare_exchange(
+                participant::FREE,
+                participant::ACTIVE,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            // Relaxed: informational fields, read only by inspectors.
+            record.pid.store(pid, Ordering::Relaxed);
+            record.start_time.store(start_time, Ordering::Relaxed);
+            record.operations.store(0, Ordering::Relaxed);
+            return Some((index, liveness));
+        }
+        // The record is ACTIVE yet we got its lock: its owner is dead. A sweep frees
+        // it once its claims are settled; `liveness` is dropped (unlocked) here, and
+        // we look further.
+    }
+    None
+}
+
+/// Whether a claim at `pos` on `end` is outstanding: the cursor has moved past it
+/// and the slot's sequence still says claimed-not-done (`pos` for a producer,
+/// `pos + 1` for a consumer). Loads only.
+pub fn claim_outstanding<M: RingMemory>(memory: &M, end: End, pos: u64) -> bool {
+    if pos == CLAIM_NONE {
+        return false;
+    }
+    // SeqCst (an acquire): pairs with the claimer's CAS, so its record is visible.
+    let cursor = end.cursor(memory.shared()).load(Ordering::SeqCst);
+    let slot = memory.slot(pos & memory.geometry().mask());
+    // Acquire: pairs with the publish (or release), as in the claim step; a sweeper
+    // may read the payload after this.
+    pos_diff(cursor, pos) > 0
+        && slot.sequence.load(Ordering::Acquire) == pos_add(pos, end.ready_offset())
+}
+
+impl<M: RingMemory, P: Platform> Ring<M, P> {
+    fn outstanding(&self, end: End, pos: u64) -> bool {
+        claim_outstanding(&self.memory, end, pos)
+    }
+
+    /// Whether a live participant other than us has `pos` in its claim word for
+    /// `end`.
+    fn live_holder(&self, end: End, pos: u64) -> bool {
+        (0..self.memory.geometry().max_participants).any(|index| {
+            if index == self.me {
+                return false;
+            }
+            let record = self.memory.participant(index);
+            // Acquire: pairs with the Release claim stores (module docs).
+            let claim = end.claim_word(record).load(Ordering::Acquire);
+            // Acquire: pairs with registration's state CAS.
+            claim == pos
+                && record.state.load(Ordering::Acquire) == participant::ACTIVE
+                && self.platform.is_alive(index)
+        })
+    }
+
+    /// Whether any other participant's claim is outstanding (claimed and not yet
+    /// finished): a mid-operation peer, or a dead one a sweep must repair. Loads
+    /// only, no system call; waiters use it to decide how long to sleep.
+    pub fn outstanding_claims(&self) -> bool {
+        (0..self.memory.geometry().max_participants).any(|index| {
+            let record = self.memory.participant(index);
+            // Acquire: pairs with registration.
+            index != self.me
+                && record.state.load(Ordering::Acquire) == participant::ACTIVE
+                && self.record_outstanding(record)
+        })
+    }
+
+    /// Whether either claim in `record` is outstanding.
+    fn record_outstanding(&self, record: &ParticipantRecord) -> bool {
+        // Acquire: pairs with the Release claim stores.
+        self.outstanding(End::Enqueue, record.enqueue_claim.load(Ordering::Acquire))
+            // Acquire: as above.
+            || self.outstanding(End::Dequeue, record.dequeue_claim.load(Ordering::Acquire))
+    }
+
+    /// Finds dead participants and repairs what they left: a dead producer's claimed
+    /// slot is published as a skip; a dead consumer's unreleased message is taken
+    /// over and returned (with [`Redelivery::TakeOne`]); dead records with nothing
+    /// outstanding are freed. Safe to run from any number of participants at once:
+    /// one holds the recovery lock, the others return `busy`.
+    pub fn sweep(&self, scope: Scope, redelivery: Redelivery) -> Sweep<'_, M, P> {
+        let mut outcome = Sweep {
+            busy: false,
+            skipped: 0,
+            freed: 0,
+            redelivered: None,
+            dead_consumer_pending: false,
+        };
+        if scope == Scope::Outstanding && !self.outstanding_claims() {
+            // Nothing to repair: skip the lock and its system calls.
+            return outcome;
+        }
+        let Some(guard) = self.platform.try_lock_recovery() else {
+            outcome.busy = true;
+            return outcome;
+        };
+        let mut taken_over = None;
+        for index in 0..self.memory.geometry().max_participants {
+            if index != self.me {
+                self.repair(index, scope, redelivery, &mut taken_over, &mut outcome);
+            }
+        }
+        drop(guard);
+        if let Some(pos) = taken_over {
+            let (index, slot) = self.slot_at(pos);
+            let claimed = Claimed { pos, index, slot };
+            outcome.redelivered = self.open_claimed(claimed).transpose();
+            // Relaxed: a statistic.
+            self.memory
+                .shared()
+                .stats
+                .redelivered
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    /// The sweep's work on record `index`, under the recovery lock.
+    fn repair(
+        &self,
+        index: u64,
+        scope: Scope,
+        redelivery: Redelivery,
+        taken_over: &mut Option<u64>,
+        outcome: &mut Sweep<'_, M, P>,
+    ) {
+        let record = self.memory.participant(index);
+        // Acquire: pairs with registration, so the claims are the owner's.
+        if record.state.load(Ordering::Acquire) != participant::ACTIVE {
+            return;
+        }
+        // A cheap first look, to ask the platform about liveness only when something
+        // is stuck: these values may already be stale (the owner may claim again).
+        if scope == Scope::Outstanding && !self.record_outstanding(record) {
+            return;
+        }
+        if self.platform.is_alive(index) {
+            return;
+        }
+        // The owner is dead, and the death check ordered everything it did before
+        // us (the platform's Acquire pairs with the release of its liveness lock by
+        // the kernel). Only claims read *now* are its last ones: a value read before
+        // the check may be a claim it finished (or failed) before claiming again.
+        // Acquire: pairs with the Release claim stores.
+        let enqueue_claim = record.enqueue_claim.load(Ordering::Acquire);
+        // Acquire: as above.
+        let dequeue_claim = record.dequeue_claim.load(Ordering::Acquire);
+        let enqueue_stuck = self.outstanding(End::Enqueue, enqueue_claim);
+        let dequeue_stuck = self.outstanding(End::Dequeue, dequeue_claim);
+        if enqueue_stuck && !self.live_holder(End::Enqueue, enqueue_claim) {
+            self.publish_skip(enqueue_claim, outcome);
+        }
+        if dequeue_stuck && !self.live_holder(End::Dequeue, dequeue_claim) {
+            if redelivery == Redelivery::Leave || taken_over.is_some() {
+                outcome.dead_consumer_pending = true;
+                return;
+            }
+            // Take the claim over: once our record names it, we are its live holder,
+            // so the dead record can go and the lock can be dropped before the
+            // (user's, possibly slow) read. If we die before releasing, our dead
+            // record leads the next sweeper to it. Release: pairs with other
+            // sweepers' Acquire record scans.
+            self.record()
+                .dequeue_claim
+                .store(dequeue_claim, Ordering::Release);
+            // Release: as above; the dead record no longer names the claim.
+            record.dequeue_claim.store(CLAIM_NONE, Ordering::Release);
+            *taken_over = Some(dequeue_claim);
+        }
+        // Acquire: pairs with the Release just above if we took the claim over.
+        let dequeue_claim = record.dequeue_claim.load(Ordering::Acquire);
+        if !self.outstanding(End::Enqueue, enqueue_claim)
+            && !self.outstanding(End::Dequeue, dequeue_claim)
+        {
+            self.free_record(record);
+            outcome.freed += 1;
+        }
+    }
+
+    /// Publishes a dead producer's claimed slot at `pos` as a skip.
+    fn publish_skip(&self, pos: u64, outcome: &mut Sweep<'_, M, P>) {
+        let shared = self.memory.shared();
+        let (_, slot) = self.slot_at(pos);
+        // Relaxed: published by the Release CAS below. Nobody else writes this slot:
+        // its claimer is dead and other sweepers are locked out.
+        slot.len.store(SKIP_LEN, Ordering::Relaxed);
+        // Release: pairs with the consumer's Acquire load of the sequence, so
+        // it reads SKIP_LEN. A CAS, not a store, as a second line of defence.
+        if slot
+            .sequence
+            .compare_exchange(pos, pos_add(pos, 1), Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+        {
+            outcome.skipped += 1;
+            // Relaxed: a statistic.
+            shared.stats.skipped.fetch_add(1, Ordering::Relaxed);
+            self.wake_if_waiting(&shared.not_empty);
+        }
+    }
+
+    /// Returns a dead participant's record to the free list.
+    fn free_record(&self, record: &ParticipantRecord) {
+        let shared = self.memory.shared();
+        // Relaxed: the owner is dead; nothing races on its record but registrants,
+        // which wait for the Release below.
+        let counted = record.waiting.swap(0, Ordering::Relaxed);
+        if counted & waiting::NOT_EMPTY != 0 {
+            // Relaxed: returning a leaked count can only remove a spare wake-up.
+            shared.not_empty.waiters.fetch_sub(1, Ordering::Relaxed);
+        }
+        if counted & waiting::NOT_FULL != 0 {
+            // Relaxed: as above.
+            shared.not_full.waiters.fetch_sub(1, Ordering::Relaxed);
+        }
+        // Relaxed: published by the Release below.
+        record.enqueue_claim.store(CLAIM_NONE, Ordering::Relaxed);
+        record.dequeue_claim.store(CLAIM_NONE, Ordering::Relaxed);
+        // Release: pairs with a registrant's Acquire CAS, which then sees the resets.
+        record.state.store(participant::FREE, Ordering::Release);
+        // Relaxed: a statistic.
+        shared.stats.freed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Gives this participant's record back (the handle is going away); `Drop`
+    /// then releases the liveness.
+    pub(super) fn unregister(&self) {
+        let record = self.record();
+        // Relaxed: published by the Release below.
+        record.enqueue_claim.store(CLAIM_NONE, Ordering::Relaxed);
+        record.dequeue_claim.store(CLAIM_NONE, Ordering::Relaxed);
+        record.waiting.store(0, Ordering::Relaxed);
+        // Release: pairs with the next registrant's Acquire CAS.
+        record.state.store(participant::FREE, Ordering::Release);
+    }
+
+    /// Crash hook for the loom models: runs the shipped claim step on `end` and then
+    /// dies, as a process killed right after its claim would: the slot is neither
+    /// published nor released, the record stays registered, and the liveness is
+    /// leaked (the model's platform marks the participant dead). Returns the position
+    /// claimed, if the claim succeeded.
+    #[cfg(loom)]
+    pub fn claim_and_die(mut self, end: End) -> Option<u64> {
+        let claimed = self.claim(end).map(|claimed| claimed.pos);
+        std::mem::forget(self.liveness.take());
+        claimed
+    }
+}

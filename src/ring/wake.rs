@@ -1,0 +1,136 @@
+//! Sleeping without lost wake-ups (module docs of [`crate::ring`]): the readiness
+//! check a waiter makes after registering, parking on the futex word, and the
+//! waker's side.
+
+use std::time::Duration;
+
+use super::{Platform, Ring, RingMemory};
+use crate::layout::{pos_add, pos_diff, waiting, WaitWord, POS_MASK};
+use crate::sync::Ordering;
+
+/// Answer to "would a wait on this side sleep?".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// The next operation may succeed: try it.
+    Ready,
+    /// The slot is claimed by the other side and will be done soon (or its owner is
+    /// dead and a sweep will repair it): don't sleep long.
+    Pending,
+    /// Nothing is in flight: sleeping is safe, a waker will come.
+    Idle,
+}
+
+/// Which way a participant waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// A consumer waiting for a message.
+    NotEmpty,
+    /// A producer waiting for a free slot.
+    NotFull,
+}
+
+/// Whether a park may sleep while the other side's claim is pending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pending {
+    /// Only sleep when nothing is in flight ([`Readiness::Idle`]).
+    Spin,
+    /// Sleep on `Pending` too: for a producer whose slot is held by a dead consumer,
+    /// which only a consumer's sweep can release (and that sweep wakes us).
+    Sleep,
+}
+
+impl<M: RingMemory, P: Platform> Ring<M, P> {
+    pub(super) fn wake_if_waiting(&self, word: &WaitWord) {
+        // SeqCst: totally ordered with the waiter's SeqCst increment and its SeqCst
+        // cursor load (module docs): we see it, or it sees our claim.
+        if word.waiters.load(Ordering::SeqCst) != 0 {
+            // SeqCst (a release): a waiter that reads this epoch sees our publish.
+            word.epoch.fetch_add(1, Ordering::SeqCst);
+            self.platform.wake_all(&word.epoch);
+        }
+    }
+
+    /// Whether a wait in `direction` would sleep now (see [`Readiness`]).
+    pub fn readiness(&self, direction: Direction) -> Readiness {
+        let shared = self.memory.shared();
+        match direction {
+            Direction::NotEmpty => {
+                // SeqCst: see the module docs; this load must see a producer's claim
+                // that precedes our waiter registration in the total order.
+                let head = shared.dequeue_pos.value.load(Ordering::SeqCst);
+                let (_, slot) = self.slot_at(head);
+                // Acquire: pairs with the publish, as in try_recv.
+                let sequence = slot.sequence.load(Ordering::Acquire);
+                if pos_diff(sequence, pos_add(head, 1)) >= 0 {
+                    return Readiness::Ready;
+                }
+                // SeqCst: the load the wake-up argument rests on.
+                let tail = shared.enqueue_pos.value.load(Ordering::SeqCst);
+                if tail == head {
+                    Readiness::Idle
+                } else {
+                    Readiness::Pending
+                }
+            }
+            Direction::NotFull => {
+                // SeqCst: mirror of the above.
+                let tail = shared.enqueue_pos.value.load(Ordering::SeqCst);
+                let (_, slot) = self.slot_at(tail);
+                // Acquire: pairs with the release, as in try_send.
+                let sequence = slot.sequence.load(Ordering::Acquire);
+                if pos_diff(sequence, tail) >= 0 {
+                    return Readiness::Ready;
+                }
+                // SeqCst: the load the wake-up argument rests on.
+                let head = shared.dequeue_pos.value.load(Ordering::SeqCst);
+                let needed = tail.wrapping_sub(self.capacity) & POS_MASK;
+                if pos_diff(head, needed) > 0 {
+                    Readiness::Pending
+                } else {
+                    Readiness::Idle
+                }
+            }
+        }
+    }
+
+    /// Registers as a waiter in `direction`, re-checks, and sleeps on the futex word
+    /// if (and only if) nothing is in flight (or, with [`Pending::Sleep`], only the
+    /// other side's claim is), for at most `timeout` (`None`: until woken). Returns
+    /// the readiness seen just before deciding.
+    pub fn park(
+        &self,
+        direction: Direction,
+        pending: Pending,
+        timeout: Option<Duration>,
+    ) -> Readiness {
+        let shared = self.memory.shared();
+        let (word, bit) = match direction {
+            Direction::NotEmpty => (&shared.not_empty, waiting::NOT_EMPTY),
+            Direction::NotFull => (&shared.not_full, waiting::NOT_FULL),
+        };
+        let record = self.record();
+        // SeqCst: the registration a waker's SeqCst load of `waiters` must see or be
+        // seen by (module docs).
+        word.waiters.fetch_add(1, Ordering::SeqCst);
+        // Relaxed: read only by a sweeper after we are dead. Set after the increment,
+        // so a death in between leaks a count (a spare wake-up), never the reverse.
+        record.waiting.fetch_or(bit, Ordering::Relaxed);
+        // SeqCst (an acquire): if we read a waker's bump, its publish is visible to
+        // the readiness check below.
+        let epoch = word.epoch.load(Ordering::SeqCst);
+        let readiness = self.readiness(direction);
+        if readiness == Readiness::Idle
+            || (pending == Pending::Sleep && readiness == Readiness::Pending)
+        {
+            self.platform.wait(&word.epoch, epoch, timeout);
+        }
+        // Relaxed: as above; cleared before the decrement for the same reason.
+        record.waiting.fetch_and(!bit, Ordering::Relaxed);
+        // SeqCst: a waker's SeqCst load that reads this decrement is thereby ordered
+        // before our next SeqCst increment (C++20 coherence-ordered-before), which
+        // the wake-up argument needs when we park again. Loom does not derive that
+        // from a Relaxed write, and on x86 this is the same locked instruction.
+        word.waiters.fetch_sub(1, Ordering::SeqCst);
+        readiness
+    }
+}
