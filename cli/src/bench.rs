@@ -852,7 +852,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         Workload::Wakeup => Wait::Futex,
         _ => Wait::Spin,
     });
-    let available = shmq::os::available_cpus();
+    let available = crate::os::available_cpus();
     let mut notes = Vec::new();
     let cpus: Vec<usize> = if args.no_pin {
         notes.push("processes not pinned (--no-pin)".to_owned());

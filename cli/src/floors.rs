@@ -127,9 +127,17 @@ pub fn two_line_echo(control: &Control) -> Result<Value, CliError> {
 
 // ---- bare slot ring ---------------------------------------------------------------
 
-/// Bytes before the payload in a slot and the slot alignment: a shmq segment's.
-const SLOT_HEADER: usize = shmq::layout::SLOT_HEADER_SIZE as usize;
-const SLOT_ALIGN: usize = shmq::layout::SLOT_ALIGN as usize;
+// The bare ring's slot geometry mirrors shmq's slot layout, so both move the same
+// cache lines per hand-off: a 16-byte slot header (shmq's holds the sequence word,
+// the length and a reserved word; the bare ring uses only the sequence) before the
+// payload, and slots aligned to 64 bytes, so a 64-byte payload takes a 128-byte
+// stride as in a shmq segment. Copied by hand because the library's layout is
+// private: if shmq's slot layout changes, change these with it.
+
+/// Bytes before the payload in a slot.
+const SLOT_HEADER: usize = 16;
+/// Slot alignment; the stride is the header plus payload rounded up to it.
+const SLOT_ALIGN: usize = 64;
 
 /// Geometry of the two bare rings in the control mapping's scratch region.
 #[derive(Clone, Copy)]

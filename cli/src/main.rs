@@ -12,6 +12,7 @@
 mod baselines;
 mod bench;
 mod floors;
+mod os;
 mod plot;
 mod report;
 mod roles;

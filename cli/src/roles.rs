@@ -81,7 +81,7 @@ pub fn run(role: &str, spec_text: &str) -> Result<(), CliError> {
     let spec = Spec(&value);
     let control = Control::open(spec.str("control")?)?;
     let pin_error = match spec.opt_u64("cpu") {
-        Some(cpu) => shmq::os::pin_to_cpu(cpu as usize)
+        Some(cpu) => crate::os::pin_to_cpu(cpu as usize)
             .err()
             .map(|e| format!("cpu {cpu}: {e}")),
         None => None,
@@ -548,7 +548,7 @@ fn crossbeam_sized<const N: usize>(
     std::thread::scope(|scope| {
         let consumer = scope.spawn(move || -> Value {
             if let Some(cpu) = cpu_b {
-                let _ = shmq::os::pin_to_cpu(cpu as usize);
+                let _ = crate::os::pin_to_cpu(cpu as usize);
             }
             let start = control.ready_and_wait();
             let measure_from = start + warmup_ns;

@@ -66,17 +66,7 @@ pub fn os_error(what: &str, e: std::io::Error) -> CliError {
     CliError::new(EX_OSERR, format!("{what}: {e}"))
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: the one clock every process on the host shares,
-/// so a timestamp written by one process can be subtracted in another.
-pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+pub use crate::os::now_ns;
 
 /// Parses `500ms`, `2s`, `1m`, `1.5s`, `250us`, `10ns`, `1h`; a bare number is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
