@@ -13,18 +13,92 @@
 //!   much any slot-ring design could gain by trimming the rest.
 //!
 //! Each runs as two processes over the control mapping, pinned like the transports.
+//! The controller side is [`measure`]; the rest is what the two processes do.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use crate::report::{new_histogram, record, to_json};
-use crate::roles::{progress, schedule, stamp, word_of, Spec, STOP};
-use crate::util::{now_ns, CliError, Control, Word, EX_SOFTWARE, EX_USAGE};
+use crate::control::{Control, Word};
+use crate::error::{CliError, EX_SOFTWARE, EX_USAGE};
+use crate::histogram::{from_results, new_histogram, record, to_json};
+use crate::os::now_ns;
+use crate::phase::{ChildPlan, Context, Phase};
+use crate::protocol::{nanos, progress, schedule, stamp, word_of, Role, Spec, STOP};
+use crate::report::Series;
 
 /// Spins between checks of the controller's stop flag.
 const POLLS_PER_STOP_CHECK: u32 = 1 << 20;
+
+/// A reference measurement.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Reference {
+    /// One cache line bounced between the two processes.
+    CacheLine,
+    /// One line each way.
+    TwoLine,
+    /// Two bare single-producer single-consumer slot rings.
+    BareRing,
+}
+
+impl Reference {
+    fn roles(self) -> [Role; 2] {
+        match self {
+            Reference::CacheLine => [Role::FloorA, Role::FloorB],
+            Reference::TwoLine => [Role::TwoLineA, Role::TwoLineB],
+            Reference::BareRing => [Role::BareRingA, Role::BareRingB],
+        }
+    }
+}
+
+/// Runs a reference measurement for `duration` and returns its round trips as a
+/// series named `label`.
+pub fn measure(
+    ctx: &mut Context,
+    which: Reference,
+    label: &str,
+    duration: Duration,
+) -> Result<Series, CliError> {
+    let settings = ctx.settings;
+    let spec = json!({
+        "duration_ns": nanos(duration),
+        "warmup_ns": nanos(settings.warmup.min(Duration::from_millis(200))),
+        "size": settings.size,
+        "capacity": settings.capacity,
+    });
+    if which == Reference::BareRing {
+        let usage =
+            "--anatomy: the bare ring needs --capacity of at least 2 and --size of at least 8";
+        let geometry = BareGeometry::new(settings.capacity as usize, settings.size as usize)
+            .ok_or_else(|| CliError::new(EX_USAGE, usage))?;
+        ctx.reserve_scratch(geometry.bytes());
+    }
+    let [a, b] = which.roles();
+    let plans = vec![
+        ChildPlan {
+            role: a,
+            spec: spec.clone(),
+            cpu: ctx.cpu(0),
+        },
+        ChildPlan {
+            role: b,
+            spec,
+            cpu: ctx.cpu(1),
+        },
+    ];
+    let results = ctx.run(Phase::new(label, plans, duration.as_secs_f64()))?;
+    Ok(Series {
+        label: label.to_owned(),
+        histogram: from_results(&results[0], "rtt")?,
+    })
+}
+
+/// The cache-line floor for `duration`.
+pub fn cache_line(ctx: &mut Context, label: &str, duration: Duration) -> Result<Series, CliError> {
+    measure(ctx, Reference::CacheLine, label, duration)
+}
 
 /// Runs `round_trip(n)` for n = 1, 2, ... until the plan's measuring window ends,
 /// timing each one and recording those after the warm-up. `round_trip` returns
