@@ -4,7 +4,7 @@
 //! Modules, each with one job; imports point down this list, never up:
 //!
 //! - [`tools`]: the segment tools.
-//! - [`bench`]: the benchmark controller (arguments, rounds, alternating transports).
+//! - [`bench`](mod@bench): the benchmark controller (arguments, rounds, alternating transports).
 //! - [`child`]: one re-executed benchmark process (`shmq __child`), running a role.
 //! - [`latency`], [`throughput`], [`wakeup`]: one workload each, both its controller
 //!   side (which processes, over which channels) and its child side (their loops).
