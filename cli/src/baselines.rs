@@ -1,14 +1,23 @@
 //! The transports shmq is compared against: a pipe, a Unix domain socket pair and an
 //! eventfd (each one direction of a channel, created by the controller and inherited
-//! by the children as plain descriptors), plus the in-process `crossbeam` ArrayQueue.
+//! by the children as plain descriptors), plus the in-process `crossbeam` ArrayQueue
+//! between two threads of one child process.
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
 
-use crate::util::{os_error, CliError};
+use crate::control::Control;
+use crate::error::{os_error, CliError, EX_SOFTWARE, EX_USAGE};
+use crate::histogram::{new_histogram, record, to_json};
+use crate::os::{now_ns, pin_to_cpu};
+use crate::protocol::{
+    consumer_results, progress, stamp, word_of, Role, Spec, ONE_WAY, SAMPLE_EVERY, STOP,
+};
 
 /// A kernel transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -272,19 +281,19 @@ impl FdLink {
 
 /// A fixed-size message for the crossbeam baseline (crossbeam holds values, not
 /// byte slices, so the size is a type parameter).
-pub type Msg<const N: usize> = [u8; N];
+type Msg<const N: usize> = [u8; N];
 
 /// One thread's end of a crossbeam ping-pong: push on `tx`, pop from `rx`, spinning.
-pub struct CrossbeamLink<const N: usize> {
+struct CrossbeamLink<const N: usize> {
     /// Outgoing queue.
-    pub tx: Arc<ArrayQueue<Msg<N>>>,
+    tx: Arc<ArrayQueue<Msg<N>>>,
     /// Incoming queue.
-    pub rx: Arc<ArrayQueue<Msg<N>>>,
+    rx: Arc<ArrayQueue<Msg<N>>>,
 }
 
 impl<const N: usize> CrossbeamLink<N> {
     /// Pushes, spinning while full.
-    pub fn send(&mut self, message: &[u8]) {
+    fn send(&mut self, message: &[u8]) {
         let mut value = [0u8; N];
         value[..message.len().min(N)].copy_from_slice(&message[..message.len().min(N)]);
         while let Err(back) = self.tx.push(value) {
@@ -294,7 +303,7 @@ impl<const N: usize> CrossbeamLink<N> {
     }
 
     /// Pops, spinning while empty.
-    pub fn recv(&mut self, buffer: &mut [u8]) {
+    fn recv(&mut self, buffer: &mut [u8]) {
         loop {
             if let Some(value) = self.rx.pop() {
                 let n = buffer.len().min(N);
@@ -306,5 +315,167 @@ impl<const N: usize> CrossbeamLink<N> {
     }
 }
 
-/// How long a child waits in one blocking shmq call before looking at the stop flag.
-pub const STOP_CHECK: Duration = Duration::from_millis(20);
+// ---- crossbeam, two threads in one child process ------------------------------------
+
+/// Message sizes the crossbeam baseline supports (its message type is an array).
+const CROSSBEAM_SIZES: &str = "8, 16, 32, 64, 128, 256, 512, 1024, 4096";
+
+/// The crossbeam child ([`Role::CrossbeamPingPong`] or
+/// [`Role::CrossbeamThroughput`]): this thread sends, a second thread on core
+/// `cpu_b` echoes or receives. Its results carry the sender's round trips (`rtt`)
+/// and the receiver's throughput window, as a consumer's do.
+pub fn crossbeam(role: Role, spec: &Spec, control: &Control) -> Result<Value, CliError> {
+    let plan = CrossbeamPlan::of(role, spec)?;
+    macro_rules! sized {
+        ($($n:literal)*) => {
+            match spec.u64("size")? {
+                $($n => crossbeam_sized::<$n>(&plan, control),)*
+                other => Err(CliError::new(
+                    EX_USAGE,
+                    format!("the crossbeam baseline supports message sizes {CROSSBEAM_SIZES}, not {other}"),
+                )),
+            }
+        };
+    }
+    sized!(8 16 32 64 128 256 512 1024 4096)
+}
+
+/// Everything the crossbeam child reads from its spec, read before either thread
+/// joins the start barrier.
+struct CrossbeamPlan {
+    role: Role,
+    capacity: usize,
+    cpu_b: Option<u64>,
+    duration_ns: u64,
+    warmup_ns: u64,
+    count_limit: Option<u64>,
+}
+
+impl CrossbeamPlan {
+    fn of(role: Role, spec: &Spec) -> Result<Self, CliError> {
+        Ok(Self {
+            role,
+            capacity: spec.u64("capacity")? as usize,
+            cpu_b: spec.opt_u64("cpu_b"),
+            duration_ns: spec.u64("duration_ns")?,
+            warmup_ns: spec.u64("warmup_ns")?,
+            count_limit: spec.opt_u64("count"),
+        })
+    }
+
+    fn pingpong(&self) -> bool {
+        self.role == Role::CrossbeamPingPong
+    }
+}
+
+fn crossbeam_sized<const N: usize>(
+    plan: &CrossbeamPlan,
+    control: &Control,
+) -> Result<Value, CliError> {
+    let forward = Arc::new(ArrayQueue::<Msg<N>>::new(plan.capacity));
+    let backward = Arc::new(ArrayQueue::<Msg<N>>::new(plan.capacity));
+    let receiver_side = CrossbeamLink::<N> {
+        tx: Arc::clone(&backward),
+        rx: Arc::clone(&forward),
+    };
+    let sender_side = CrossbeamLink::<N> {
+        tx: forward,
+        rx: backward,
+    };
+    std::thread::scope(|scope| {
+        let receiver = scope.spawn(|| crossbeam_receiver(receiver_side, plan, control));
+        let (histogram, sent) = crossbeam_sender(sender_side, plan, control);
+        let mut result = receiver
+            .join()
+            .map_err(|_| CliError::new(EX_SOFTWARE, "crossbeam consumer thread panicked"))?;
+        if let Value::Object(map) = &mut result {
+            map.insert("rtt".into(), to_json(&histogram));
+            map.insert("sent".into(), json!(sent));
+        }
+        Ok(result)
+    })
+}
+
+/// The second thread: pins itself, joins the barrier, then echoes (ping-pong) or
+/// receives and counts (throughput) until STOP.
+fn crossbeam_receiver<const N: usize>(
+    mut link: CrossbeamLink<N>,
+    plan: &CrossbeamPlan,
+    control: &Control,
+) -> Value {
+    if let Some(cpu) = plan.cpu_b {
+        let _ = pin_to_cpu(cpu as usize);
+    }
+    let measure_from = control.ready_and_wait() + plan.warmup_ns;
+    let mut buffer = [0u8; N];
+    let mut histogram = new_histogram();
+    let mut received = 0u64;
+    let mut first: Option<(u64, u64)> = None;
+    let mut last: Option<(u64, u64)> = None;
+    loop {
+        link.recv(&mut buffer);
+        let word = word_of(&buffer);
+        if word == STOP {
+            break;
+        }
+        if plan.pingpong() {
+            link.send(&buffer);
+            continue;
+        }
+        received += 1;
+        if word != 0 {
+            let now = now_ns();
+            if word >= measure_from {
+                record(&mut histogram, now.saturating_sub(word));
+            }
+            if now >= measure_from {
+                first.get_or_insert((now, received));
+                last = Some((now, received));
+            }
+        }
+    }
+    consumer_results(&histogram, received, first, last)
+}
+
+/// The child's own thread: sends stamped messages (every one for ping-pong, timing
+/// each echo; one in [`SAMPLE_EVERY`] for throughput) until the run ends, then STOP.
+/// Returns the round trips and the messages sent.
+fn crossbeam_sender<const N: usize>(
+    mut link: CrossbeamLink<N>,
+    plan: &CrossbeamPlan,
+    control: &Control,
+) -> (Histogram<u64>, u64) {
+    let measure_from = control.ready_and_wait() + plan.warmup_ns;
+    let until = measure_from + plan.duration_ns;
+    let mut buffer = [0u8; N];
+    let mut histogram = new_histogram();
+    let mut sent = 0u64;
+    loop {
+        if plan.count_limit.is_some_and(|limit| sent >= limit) {
+            break;
+        }
+        let word = if plan.pingpong() || sent % SAMPLE_EVERY == 0 {
+            let now = now_ns();
+            if (plan.count_limit.is_none() && now >= until) || control.stopping() {
+                break;
+            }
+            now & !ONE_WAY
+        } else {
+            0
+        };
+        stamp(&mut buffer, word);
+        link.send(&buffer);
+        if plan.pingpong() {
+            link.recv(&mut buffer);
+            let t1 = now_ns();
+            if word >= measure_from {
+                record(&mut histogram, t1 - word);
+            }
+        }
+        sent += 1;
+        progress(control, sent);
+    }
+    stamp(&mut buffer, STOP);
+    link.send(&buffer);
+    (histogram, sent)
+}

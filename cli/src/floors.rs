@@ -13,18 +13,92 @@
 //!   much any slot-ring design could gain by trimming the rest.
 //!
 //! Each runs as two processes over the control mapping, pinned like the transports.
+//! The controller side is [`measure`]; the rest is what the two processes do.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use crate::report::{new_histogram, record, to_json};
-use crate::roles::{progress, schedule, stamp, word_of, Spec, STOP};
-use crate::util::{now_ns, CliError, Control, Word, EX_SOFTWARE, EX_USAGE};
+use crate::control::{Control, Word};
+use crate::error::{CliError, EX_SOFTWARE, EX_USAGE};
+use crate::histogram::{from_results, new_histogram, record, to_json};
+use crate::os::now_ns;
+use crate::phase::{ChildPlan, Context, Phase};
+use crate::protocol::{nanos, progress, schedule, stamp, word_of, Role, Spec, STOP};
+use crate::report::Series;
 
 /// Spins between checks of the controller's stop flag.
 const POLLS_PER_STOP_CHECK: u32 = 1 << 20;
+
+/// A reference measurement.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Reference {
+    /// One cache line bounced between the two processes.
+    CacheLine,
+    /// One line each way.
+    TwoLine,
+    /// Two bare single-producer single-consumer slot rings.
+    BareRing,
+}
+
+impl Reference {
+    fn roles(self) -> [Role; 2] {
+        match self {
+            Reference::CacheLine => [Role::FloorA, Role::FloorB],
+            Reference::TwoLine => [Role::TwoLineA, Role::TwoLineB],
+            Reference::BareRing => [Role::BareRingA, Role::BareRingB],
+        }
+    }
+}
+
+/// Runs a reference measurement for `duration` and returns its round trips as a
+/// series named `label`.
+pub fn measure(
+    ctx: &mut Context,
+    which: Reference,
+    label: &str,
+    duration: Duration,
+) -> Result<Series, CliError> {
+    let settings = ctx.settings;
+    let spec = json!({
+        "duration_ns": nanos(duration),
+        "warmup_ns": nanos(settings.warmup.min(Duration::from_millis(200))),
+        "size": settings.size,
+        "capacity": settings.capacity,
+    });
+    if which == Reference::BareRing {
+        let usage =
+            "--anatomy: the bare ring needs --capacity of at least 2 and --size of at least 8";
+        let geometry = BareGeometry::new(settings.capacity as usize, settings.size as usize)
+            .ok_or_else(|| CliError::new(EX_USAGE, usage))?;
+        ctx.reserve_scratch(geometry.bytes());
+    }
+    let [a, b] = which.roles();
+    let plans = vec![
+        ChildPlan {
+            role: a,
+            spec: spec.clone(),
+            cpu: ctx.cpu(0),
+        },
+        ChildPlan {
+            role: b,
+            spec,
+            cpu: ctx.cpu(1),
+        },
+    ];
+    let results = ctx.run(Phase::new(label, plans, duration.as_secs_f64()))?;
+    Ok(Series {
+        label: label.to_owned(),
+        histogram: from_results(&results[0], "rtt")?,
+    })
+}
+
+/// The cache-line floor for `duration`.
+pub fn cache_line(ctx: &mut Context, label: &str, duration: Duration) -> Result<Series, CliError> {
+    measure(ctx, Reference::CacheLine, label, duration)
+}
 
 /// Runs `round_trip(n)` for n = 1, 2, ... until the plan's measuring window ends,
 /// timing each one and recording those after the warm-up. `round_trip` returns
@@ -127,9 +201,17 @@ pub fn two_line_echo(control: &Control) -> Result<Value, CliError> {
 
 // ---- bare slot ring ---------------------------------------------------------------
 
-/// Bytes before the payload in a slot and the slot alignment: a shmq segment's.
-const SLOT_HEADER: usize = shmq::layout::SLOT_HEADER_SIZE as usize;
-const SLOT_ALIGN: usize = shmq::layout::SLOT_ALIGN as usize;
+// The bare ring's slot geometry mirrors shmq's slot layout, so both move the same
+// cache lines per hand-off: a 16-byte slot header (shmq's holds the sequence word,
+// the length and a reserved word; the bare ring uses only the sequence) before the
+// payload, and slots aligned to 64 bytes, so a 64-byte payload takes a 128-byte
+// stride as in a shmq segment. Copied by hand because the library's layout is
+// private: if shmq's slot layout changes, change these with it.
+
+/// Bytes before the payload in a slot.
+const SLOT_HEADER: usize = 16;
+/// Slot alignment; the stride is the header plus payload rounded up to it.
+const SLOT_ALIGN: usize = 64;
 
 /// Geometry of the two bare rings in the control mapping's scratch region.
 #[derive(Clone, Copy)]

@@ -1,5 +1,4 @@
 //! Runs the real `shmq` binary: segment tools, exit codes, and a short bench.
-#![cfg(feature = "cli")] // the binary under test needs the `cli` feature
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};

@@ -3,8 +3,8 @@
 
 use plotters::prelude::*;
 
+use crate::error::{CliError, EX_CANTCREAT};
 use crate::report::Series;
-use crate::util::{CliError, EX_CANTCREAT};
 
 /// Draws every series into an SVG file at `path`.
 pub fn latency_svg(path: &str, title: &str, series: &[Series]) -> Result<(), CliError> {

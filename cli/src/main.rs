@@ -1,22 +1,48 @@
 //! `shmq`: latency and throughput benchmarks between real processes, and the
 //! everyday tools for shmq segments (create, send, recv, inspect, ls, rm).
 //!
-//! Modules: [`tools`] holds the segment tools, [`bench`] the benchmark controller,
-//! [`roles`] what each re-executed child process does, [`baselines`] the pipe / Unix
-//! socket / eventfd / cache-line transports, [`report`] histograms and their output,
-//! [`plot`] the SVG, [`util`] clocks, durations, the control mapping and exit codes.
+//! Modules, each with one job; imports point down this list, never up:
+//!
+//! - [`tools`]: the segment tools.
+//! - [`bench`](mod@bench): the benchmark controller (arguments, rounds, alternating transports).
+//! - [`child`]: one re-executed benchmark process (`shmq __child`), running a role.
+//! - [`latency`], [`throughput`], [`wakeup`]: one workload each, both its controller
+//!   side (which processes, over which channels) and its child side (their loops).
+//! - [`floors`]: the reference measurements (cache-line floor, two-line floor, bare
+//!   slot ring).
+//! - [`plot`], [`report`]: the SVG, and the tables / JSON / `.hgrm`.
+//! - [`transport`], [`phase`], [`settings`]: setting up a transport's channels,
+//!   running one phase's processes, and what every phase measures.
+//! - [`link`], [`baselines`]: a child's end of a transport; the pipe / Unix socket /
+//!   eventfd / crossbeam baselines.
+//! - [`protocol`], [`control`], [`histogram`]: what controller and children agree
+//!   on, the shared control mapping, and latency histograms.
+//! - [`error`], [`units`], [`os`]: exit codes, durations and rates, and the few
+//!   operating-system calls (clock, CPUs, pinning).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod baselines;
 mod bench;
+mod child;
+mod control;
+mod error;
 mod floors;
+mod histogram;
+mod latency;
+mod link;
+mod os;
+mod phase;
 mod plot;
+mod protocol;
 mod report;
-mod roles;
+mod settings;
+mod throughput;
 mod tools;
-mod util;
+mod transport;
+mod units;
+mod wakeup;
 
 use std::process::ExitCode;
 
@@ -60,7 +86,7 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { util::EX_USAGE } else { 0 };
+            let code = if e.use_stderr() { error::EX_USAGE } else { 0 };
             let _ = e.print();
             return ExitCode::from(code);
         }
@@ -73,7 +99,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => tools::inspect(&args),
         Command::Ls(args) => tools::ls(&args),
         Command::Rm(args) => tools::rm(&args),
-        Command::Child { role, spec } => roles::run(&role, &spec),
+        Command::Child { role, spec } => child::run(&role, &spec),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,318 @@
+//! `shmq inspect` and `shmq ls`: what the tools show of a segment, as text or JSON.
+//!
+//! [`SegmentView::of`] is the one place in the CLI that reads a [`SegmentInfo`]'s
+//! fields; everything printed goes through the view, so a change in the library's
+//! snapshot type is a change to that function alone.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use clap::Args;
+use serde_json::{json, Value};
+use shmq::{ParticipantInfo, Queue, SegmentInfo};
+
+use crate::error::{stdout_error, CliError, EX_SOFTWARE};
+
+/// `shmq inspect`.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Segment name.
+    pub name: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `shmq ls`.
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Recovery counters of a segment.
+struct Recovery {
+    skipped: u64,
+    redelivered: u64,
+    freed: u64,
+    corrupt: u64,
+}
+
+/// What the tools show of one segment.
+struct SegmentView<'a> {
+    name: &'a str,
+    version: u32,
+    capacity: u64,
+    max_message_size: u64,
+    slot_stride: u64,
+    total_size: u64,
+    max_participants: u64,
+    creator_pid: u64,
+    creation_time_ns: u64,
+    mode: u64,
+    enqueue_pos: u64,
+    dequeue_pos: u64,
+    occupancy: u64,
+    waiting_consumers: u32,
+    waiting_producers: u32,
+    participants: &'a [ParticipantInfo],
+    live: usize,
+    dead: usize,
+    recovery: Recovery,
+}
+
+impl<'a> SegmentView<'a> {
+    /// Reads everything the tools show from `info`.
+    fn of(info: &'a SegmentInfo) -> Self {
+        let id = &info.identity;
+        Self {
+            name: &info.name,
+            version: id.version,
+            capacity: id.capacity,
+            max_message_size: id.max_message_size,
+            slot_stride: id.slot_stride,
+            total_size: id.total_size,
+            max_participants: id.max_participants,
+            creator_pid: id.creator_pid,
+            creation_time_ns: id.creation_time_ns,
+            mode: id.mode,
+            enqueue_pos: info.enqueue_pos,
+            dequeue_pos: info.dequeue_pos,
+            occupancy: info.occupancy,
+            waiting_consumers: info.waiters.0,
+            waiting_producers: info.waiters.1,
+            participants: &info.participants,
+            live: info.live(),
+            dead: info.dead(),
+            recovery: Recovery {
+                skipped: info.recovery[0],
+                redelivered: info.recovery[1],
+                freed: info.recovery[2],
+                corrupt: info.recovery[3],
+            },
+        }
+    }
+
+    /// Occupancy as shown: never above the capacity (the cursors may move while
+    /// the snapshot is read).
+    fn shown_occupancy(&self) -> u64 {
+        self.occupancy.min(self.capacity)
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "version": self.version,
+            "capacity": self.capacity,
+            "max_message_size": self.max_message_size,
+            "slot_stride": self.slot_stride,
+            "total_size": self.total_size,
+            "max_participants": self.max_participants,
+            "creator_pid": self.creator_pid,
+            "creation_time_ns": self.creation_time_ns,
+            "mode": format!("{:04o}", self.mode),
+            "enqueue_pos": self.enqueue_pos,
+            "dequeue_pos": self.dequeue_pos,
+            "occupancy": self.occupancy,
+            "waiting_consumers": self.waiting_consumers,
+            "waiting_producers": self.waiting_producers,
+            "live": self.live,
+            "dead": self.dead,
+            "participants": self.participants.iter().map(participant_json).collect::<Vec<_>>(),
+            "recovery": {
+                "skipped": self.recovery.skipped,
+                "redelivered": self.recovery.redelivered,
+                "freed": self.recovery.freed,
+                "corrupt": self.recovery.corrupt,
+            },
+        })
+    }
+
+    /// `shmq inspect`'s text: the header lines, then the participants and any
+    /// stuck claims.
+    fn text(&self) -> String {
+        let mut text = String::new();
+        let r = &self.recovery;
+        let _ = writeln!(text, "segment        {}", self.name);
+        let _ = writeln!(text, "layout         v{}", self.version);
+        let _ = writeln!(
+            text,
+            "capacity       {} messages of at most {} bytes (slot stride {} B, segment {} B)",
+            self.capacity, self.max_message_size, self.slot_stride, self.total_size
+        );
+        let _ = writeln!(
+            text,
+            "occupancy      {} / {}",
+            self.shown_occupancy(),
+            self.capacity
+        );
+        let _ = writeln!(
+            text,
+            "cursors        enqueue {}  dequeue {}",
+            self.enqueue_pos, self.dequeue_pos
+        );
+        let _ = writeln!(
+            text,
+            "waiters        {} consumers, {} producers asleep",
+            self.waiting_consumers, self.waiting_producers
+        );
+        let _ = writeln!(
+            text,
+            "created by     pid {} (mode {:04o})",
+            self.creator_pid, self.mode
+        );
+        let _ = writeln!(
+            text,
+            "recovery       {} skipped, {} redelivered, {} records freed, {} corrupt",
+            r.skipped, r.redelivered, r.freed, r.corrupt
+        );
+        let _ = writeln!(
+            text,
+            "participants   {} live, {} dead (table of {})",
+            self.live, self.dead, self.max_participants
+        );
+        participants_table(&mut text, self.participants);
+        stuck_claims(&mut text, self.participants);
+        text
+    }
+
+    /// `shmq ls`'s row for the segment listed as `name`.
+    fn ls_row(&self, name: &str) -> String {
+        format!(
+            "{:<32} {:>10} {:>10} {:>6} {:>6}  {}",
+            name,
+            self.shown_occupancy(),
+            self.capacity,
+            self.live,
+            self.dead,
+            if self.live > 0 { "in use" } else { "unused" }
+        )
+    }
+}
+
+fn participant_json(p: &ParticipantInfo) -> Value {
+    json!({
+        "index": p.index,
+        "pid": p.pid,
+        "start_time": p.start_time,
+        "alive": p.alive,
+        "enqueue_claim": p.enqueue_claim,
+        "dequeue_claim": p.dequeue_claim,
+        "enqueue_stuck": p.enqueue_stuck,
+        "dequeue_stuck": p.dequeue_stuck,
+        "operations": p.operations,
+    })
+}
+
+fn participants_table(text: &mut String, participants: &[ParticipantInfo]) {
+    if participants.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        text,
+        "  {:>5} {:>8} {:>5} {:>14} {:>14} {:>12}",
+        "index", "pid", "alive", "enqueue claim", "dequeue claim", "operations"
+    );
+    let claim = |c: Option<u64>, stuck: bool| match c {
+        None => "-".to_owned(),
+        Some(c) if stuck => format!("{c} STUCK"),
+        Some(c) => c.to_string(),
+    };
+    for p in participants {
+        let _ = writeln!(
+            text,
+            "  {:>5} {:>8} {:>5} {:>14} {:>14} {:>12}",
+            p.index,
+            p.pid,
+            if p.alive { "yes" } else { "DEAD" },
+            claim(p.enqueue_claim, p.enqueue_stuck),
+            claim(p.dequeue_claim, p.dequeue_stuck),
+            p.operations
+        );
+    }
+}
+
+fn stuck_claims(text: &mut String, participants: &[ParticipantInfo]) {
+    let stuck: Vec<_> = participants
+        .iter()
+        .filter(|p| p.enqueue_stuck || p.dequeue_stuck)
+        .collect();
+    if stuck.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        text,
+        "stuck claims   {} (held by {}); a live participant's next sweep repairs dead ones",
+        stuck.len(),
+        stuck
+            .iter()
+            .map(|p| format!("pid {}{}", p.pid, if p.alive { "" } else { " (dead)" }))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
+
+/// Why `shmq rm` left segment `name` alone.
+pub(super) fn in_use_message(name: &str, info: &SegmentInfo) -> String {
+    let view = SegmentView::of(info);
+    let pids: Vec<String> = view
+        .participants
+        .iter()
+        .filter(|p| p.alive)
+        .map(|p| p.pid.to_string())
+        .collect();
+    format!(
+        "segment `{name}` has {} live participant(s) (pid {}); not removed (use --force)",
+        view.live,
+        pids.join(", ")
+    )
+}
+
+fn print_json(value: &Value) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| CliError::new(EX_SOFTWARE, format!("encoding JSON: {e}")))?;
+    writeln!(std::io::stdout(), "{text}").map_err(stdout_error)
+}
+
+/// `shmq inspect`.
+pub fn inspect(args: &InspectArgs) -> Result<(), CliError> {
+    let info = Queue::inspect(&args.name)?;
+    let view = SegmentView::of(&info);
+    if args.json {
+        return print_json(&view.json());
+    }
+    write!(std::io::stdout(), "{}", view.text()).map_err(stdout_error)
+}
+
+/// `shmq ls`.
+pub fn ls(args: &LsArgs) -> Result<(), CliError> {
+    let segments = Queue::list()?;
+    if args.json {
+        let list: Vec<Value> = segments
+            .iter()
+            .map(|(name, info)| match info {
+                Ok(info) => SegmentView::of(info).json(),
+                Err(e) => json!({ "name": name, "error": e.to_string() }),
+            })
+            .collect();
+        return print_json(&Value::Array(list));
+    }
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "{:<32} {:>10} {:>10} {:>6} {:>6}  state",
+        "NAME", "OCCUPANCY", "CAPACITY", "LIVE", "DEAD"
+    );
+    for (name, info) in &segments {
+        let _ = match info {
+            Ok(info) => writeln!(text, "{}", SegmentView::of(info).ls_row(name)),
+            Err(e) => writeln!(
+                text,
+                "{name:<32} {:>10} {:>10} {:>6} {:>6}  error: {e}",
+                "-", "-", "-", "-"
+            ),
+        };
+    }
+    write!(std::io::stdout(), "{text}").map_err(stdout_error)
+}

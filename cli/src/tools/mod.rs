@@ -1,0 +1,108 @@
+//! Segment tools: `create`, `send`, `recv`, `inspect`, `ls`, `rm`. Sending and
+//! receiving through stdin / stdout are in [`stream`]; what `inspect` and `ls` show
+//! of a segment is in [`info`].
+
+mod info;
+mod stream;
+
+use clap::Args;
+use shmq::{Options, Queue, SegmentInfo};
+
+use crate::error::{CliError, EX_UNAVAILABLE};
+
+pub use info::{inspect, ls, InspectArgs, LsArgs};
+pub use stream::{recv, send, RecvArgs, SendArgs};
+
+/// `shmq create`.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Segment name (the object is /dev/shm/shmq.NAME).
+    pub name: String,
+    /// Messages the queue holds (a power of two).
+    #[arg(long, default_value_t = 1024)]
+    pub capacity: u64,
+    /// Largest message in bytes.
+    #[arg(long, default_value_t = 240)]
+    pub max_size: u64,
+    /// Permission bits, octal (e.g. 0660 to share with the group).
+    #[arg(long, default_value = "0600", value_parser = parse_mode)]
+    pub mode: u32,
+    /// Handles that may be attached at once.
+    #[arg(long, default_value_t = 64)]
+    pub participants: u64,
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .map_err(|_| format!("`{text}` is not an octal mode such as 0660"))
+}
+
+/// `shmq rm`.
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Segment names.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Remove even if live processes are attached (they keep their mapping).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `shmq create`.
+pub fn create(args: &CreateArgs) -> Result<(), CliError> {
+    let options = Options::new(args.capacity, args.max_size)
+        .mode(args.mode)
+        .max_participants(args.participants);
+    let queue = Queue::create(&args.name, &options)?;
+    eprintln!(
+        "created segment `{}`: capacity {}, max message {} bytes, mode {:04o}",
+        queue.name(),
+        queue.capacity(),
+        queue.max_message_size(),
+        args.mode
+    );
+    Ok(())
+}
+
+/// `shmq rm`: removes each segment nobody alive uses (every one with `--force`).
+pub fn rm(args: &RmArgs) -> Result<(), CliError> {
+    let mut failure = None;
+    for name in &args.names {
+        let outcome = if args.force {
+            Queue::unlink(name).map(|()| eprintln!("removed `{name}`"))
+        } else {
+            remove_if_unused(name).map(|removal| match removal {
+                Removal::Removed => eprintln!("removed `{name}`"),
+                Removal::InUse(info) => {
+                    eprintln!("shmq: {}", info::in_use_message(name, &info));
+                    failure.get_or_insert(CliError::new(EX_UNAVAILABLE, ""));
+                }
+            })
+        };
+        if let Err(e) = outcome {
+            // A segment too broken to inspect can still be removed with --force.
+            let e = CliError::from(e);
+            eprintln!("shmq: {}", e.message);
+            failure.get_or_insert(CliError::new(e.code, ""));
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// What [`remove_if_unused`] did.
+enum Removal {
+    /// Nobody alive was attached: the segment is gone.
+    Removed,
+    /// Live participants are attached: the segment was left alone (boxed: a
+    /// snapshot is large next to `Removed`).
+    InUse(Box<SegmentInfo>),
+}
+
+/// Removes segment `name` unless a live process is attached. The one call of
+/// `Queue::remove_if_unused` in the CLI.
+fn remove_if_unused(name: &str) -> Result<Removal, shmq::Error> {
+    Ok(match Queue::remove_if_unused(name)? {
+        Ok(_) => Removal::Removed,
+        Err(info) => Removal::InUse(Box::new(info)),
+    })
+}
