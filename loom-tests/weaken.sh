@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Shows that the loom suite can fail: for each ordering below, copy the repository
-# to a scratch directory, weaken that one ordering in src/ring.rs to Relaxed, run the
-# loom suite there, and expect it to fail. Exits non-zero if any weakening is NOT
+# to a scratch directory, weaken that one ordering (in the file under src/ring/ it
+# names) to Relaxed, run the loom suite there, and expect it to fail. Exits non-zero if any weakening is NOT
 # caught (or if a pattern no longer matches exactly once: the script is then stale).
 #
 #   loom-tests/weaken.sh            # all weakenings
@@ -14,15 +14,17 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 target="${WEAKEN_TARGET_DIR:-$root/target/loom-weaken}"
 filter="${1:-}"
 
-# name | line pattern (a fixed string found exactly once in src/ring.rs) | from | to
+# name | file under src/ring/ | line pattern (a fixed string found exactly once in
+# that file) | from | to
 weakenings=(
-  "publish-release|slot.sequence.store(pos_add(pos, 1), Ordering::Release);|Ordering::Release|Ordering::Relaxed"
-  "release-slot-release|.store(pos_add(pos, self.capacity), Ordering::Release);|Ordering::Release|Ordering::Relaxed"
-  "consumer-acquire|// Acquire: pairs with the producer's Release publish (or the sweeper's|NEXT:Ordering::Acquire|Ordering::Relaxed"
-  "producer-acquire|// Acquire: pairs with the consumer's Release in \`release_slot\` one lap|NEXT:Ordering::Acquire|Ordering::Relaxed"
-  "skip-publish-release|// Release: pairs with the consumer's Acquire load of the sequence, so|NEXT3:Ordering::Release,|Ordering::Relaxed,"
-  "wake-waiters-seqcst|if word.waiters.load(Ordering::SeqCst) != 0 {|Ordering::SeqCst|Ordering::Relaxed"
-  "park-waiters-seqcst|word.waiters.fetch_add(1, Ordering::SeqCst);|Ordering::SeqCst|Ordering::Relaxed"
+  "claim-acquire|mod.rs|// Acquire: pairs with the Release that made the slot ready for us: for a|NEXT:Ordering::Acquire|Ordering::Relaxed"
+  "claim-record-release|mod.rs|claim_word.store(pos, Ordering::Release);|Ordering::Release|Ordering::Relaxed"
+  "claim-cas-seqcst|mod.rs|match cursor.compare_exchange(|NEXT:Ordering::SeqCst|Ordering::Relaxed"
+  "publish-release|mod.rs|slot.sequence.store(pos_add(pos, 1), Ordering::Release);|Ordering::Release|Ordering::Relaxed"
+  "release-slot-release|mod.rs|.store(pos_add(pos, self.capacity), Ordering::Release);|Ordering::Release|Ordering::Relaxed"
+  "skip-publish-release|recovery.rs|// Release: pairs with the consumer's Acquire load of the sequence, so|NEXT:Ordering::Release,|Ordering::Relaxed,"
+  "wake-waiters-seqcst|wake.rs|if word.waiters.load(Ordering::SeqCst) != 0 {|Ordering::SeqCst|Ordering::Relaxed"
+  "park-waiters-seqcst|wake.rs|word.waiters.fetch_add(1, Ordering::SeqCst);|Ordering::SeqCst|Ordering::Relaxed"
 )
 
 scratch="$(mktemp -d)"
@@ -31,15 +33,15 @@ missed=0
 summary=()
 
 for entry in "${weakenings[@]}"; do
-  IFS='|' read -r name pattern from to <<<"$entry"
+  IFS='|' read -r name source pattern from to <<<"$entry"
   [[ -n "$filter" && "$name" != *"$filter"* ]] && continue
   copy="$scratch/$name"
   mkdir -p "$copy"
-  (cd "$root" && cp -r Cargo.toml Cargo.lock src loom-tests benches examples tests "$copy/")
-  file="$copy/src/ring.rs"
+  (cd "$root" && cp -r Cargo.toml Cargo.lock README.md src cli loom-tests benches examples tests "$copy/")
+  file="$copy/src/ring/$source"
   count="$(grep -cF -- "$pattern" "$file")"
   if [[ "$count" != 1 ]]; then
-    echo "STALE   $name: pattern found $count times in src/ring.rs"
+    echo "STALE   $name: pattern found $count times in src/ring/$source"
     missed=1
     continue
   fi
@@ -57,7 +59,7 @@ for entry in "${weakenings[@]}"; do
     continue
   fi
   sed -i "${target_line}s/${from}/${to}/" "$file"
-  echo "weakened $name at src/ring.rs:$target_line: $(sed -n "${target_line}p" "$file" | sed 's/^ *//')"
+  echo "weakened $name at src/ring/$source:$target_line: $(sed -n "${target_line}p" "$file" | sed 's/^ *//')"
   log="$scratch/$name.log"
   started=$(date +%s)
   (cd "$copy" && RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$target" \

@@ -48,7 +48,7 @@ impl From<shmq::Error> for CliError {
             E::PermissionDenied { .. } => EX_NOPERM,
             E::IncompatibleVersion { .. } | E::Corrupt { .. } => EX_DATAERR,
             E::NotReady { .. } | E::ParticipantTableFull { .. } => EX_UNAVAILABLE,
-            E::InvalidName { .. } | E::InvalidOptions(_) | E::TooLarge { .. } => EX_USAGE,
+            E::InvalidName { .. } | E::InvalidOptions { .. } | E::InvalidMode { .. } => EX_USAGE,
             E::Io { .. } => EX_OSERR,
             _ => EX_SOFTWARE,
         };

@@ -156,7 +156,7 @@ fn recv_with_until<R>(
     deadline: Instant,
     f: impl FnOnce(&[u8]) -> R,
 ) -> Result<R, RecvError> {
-    queue.recv_with_deadline(f, Some(deadline))
+    queue.recv_with_deadline(deadline, f)
 }
 
 /// A non-blocking receive's error as the blocking call's: `Corrupt` carries over;

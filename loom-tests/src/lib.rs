@@ -151,7 +151,11 @@ pub fn ring(
         .map(|n| {
             let ring = Ring::register(memory.clone(), platform.clone(), n + 1, 0)
                 .expect("a fresh ring has a free record for every participant");
-            assert_eq!(ring.participant_index(), n, "records are handed out in order");
+            assert_eq!(
+                ring.participant_index(),
+                n,
+                "records are handed out in order"
+            );
             ring
         })
         .collect();

@@ -222,7 +222,10 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         // us (the platform's Acquire pairs with the release of its liveness lock by
         // the kernel). Only claims read *now* are its last ones: a value read before
         // the check may be a claim it finished (or failed) before claiming again.
-        // Acquire: pairs with the Release claim stores.
+        // Acquire: pairs with the Release claim stores. Stronger than the models
+        // need (there the death check is an atomic whose Acquire already orders
+        // these loads); the real death check is a system call, which the language's
+        // memory model knows nothing of, so the pairing is kept explicit here.
         let enqueue_claim = record.enqueue_claim.load(Ordering::Acquire);
         // Acquire: as above.
         let dequeue_claim = record.dequeue_claim.load(Ordering::Acquire);

@@ -65,31 +65,33 @@ struct SegmentView<'a> {
 impl<'a> SegmentView<'a> {
     /// Reads everything the tools show from `info`.
     fn of(info: &'a SegmentInfo) -> Self {
-        let id = &info.identity;
         Self {
             name: &info.name,
-            version: id.version,
-            capacity: id.capacity,
-            max_message_size: id.max_message_size,
-            slot_stride: id.slot_stride,
-            total_size: id.total_size,
-            max_participants: id.max_participants,
-            creator_pid: id.creator_pid,
-            creation_time_ns: id.creation_time_ns,
-            mode: id.mode,
+            version: info.layout_version,
+            capacity: info.capacity,
+            max_message_size: info.max_message_size,
+            slot_stride: info.slot_stride,
+            total_size: info.total_size,
+            max_participants: info.max_participants,
+            creator_pid: info.creator_pid,
+            creation_time_ns: info
+                .created
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+            mode: u64::from(info.mode),
             enqueue_pos: info.enqueue_pos,
             dequeue_pos: info.dequeue_pos,
             occupancy: info.occupancy,
-            waiting_consumers: info.waiters.0,
-            waiting_producers: info.waiters.1,
+            waiting_consumers: info.waiters.consumers,
+            waiting_producers: info.waiters.producers,
             participants: &info.participants,
             live: info.live(),
             dead: info.dead(),
             recovery: Recovery {
-                skipped: info.recovery[0],
-                redelivered: info.recovery[1],
-                freed: info.recovery[2],
-                corrupt: info.recovery[3],
+                skipped: info.recovery.skipped,
+                redelivered: info.recovery.redelivered,
+                freed: info.recovery.freed,
+                corrupt: info.recovery.corrupt,
             },
         }
     }
@@ -291,9 +293,9 @@ pub fn ls(args: &LsArgs) -> Result<(), CliError> {
     if args.json {
         let list: Vec<Value> = segments
             .iter()
-            .map(|(name, info)| match info {
+            .map(|entry| match &entry.info {
                 Ok(info) => SegmentView::of(info).json(),
-                Err(e) => json!({ "name": name, "error": e.to_string() }),
+                Err(e) => json!({ "name": entry.name, "error": e.to_string() }),
             })
             .collect();
         return print_json(&Value::Array(list));
@@ -304,8 +306,9 @@ pub fn ls(args: &LsArgs) -> Result<(), CliError> {
         "{:<32} {:>10} {:>10} {:>6} {:>6}  state",
         "NAME", "OCCUPANCY", "CAPACITY", "LIVE", "DEAD"
     );
-    for (name, info) in &segments {
-        let _ = match info {
+    for entry in &segments {
+        let name = &entry.name;
+        let _ = match &entry.info {
             Ok(info) => writeln!(text, "{}", SegmentView::of(info).ls_row(name)),
             Err(e) => writeln!(
                 text,

@@ -6,7 +6,7 @@ mod info;
 mod stream;
 
 use clap::Args;
-use shmq::{Options, Queue, SegmentInfo};
+use shmq::{Options, Queue, Removal};
 
 use crate::error::{CliError, EX_UNAVAILABLE};
 
@@ -71,12 +71,13 @@ pub fn rm(args: &RmArgs) -> Result<(), CliError> {
         let outcome = if args.force {
             Queue::unlink(name).map(|()| eprintln!("removed `{name}`"))
         } else {
-            remove_if_unused(name).map(|removal| match removal {
-                Removal::Removed => eprintln!("removed `{name}`"),
+            Queue::remove_if_unused(name).map(|removal| match removal {
                 Removal::InUse(info) => {
                     eprintln!("shmq: {}", info::in_use_message(name, &info));
                     failure.get_or_insert(CliError::new(EX_UNAVAILABLE, ""));
                 }
+                // `Removed`, and whatever outcome a later library version adds.
+                _ => eprintln!("removed `{name}`"),
             })
         };
         if let Err(e) = outcome {
@@ -87,22 +88,4 @@ pub fn rm(args: &RmArgs) -> Result<(), CliError> {
         }
     }
     failure.map_or(Ok(()), Err)
-}
-
-/// What [`remove_if_unused`] did.
-enum Removal {
-    /// Nobody alive was attached: the segment is gone.
-    Removed,
-    /// Live participants are attached: the segment was left alone (boxed: a
-    /// snapshot is large next to `Removed`).
-    InUse(Box<SegmentInfo>),
-}
-
-/// Removes segment `name` unless a live process is attached. The one call of
-/// `Queue::remove_if_unused` in the CLI.
-fn remove_if_unused(name: &str) -> Result<Removal, shmq::Error> {
-    Ok(match Queue::remove_if_unused(name)? {
-        Ok(_) => Removal::Removed,
-        Err(info) => Removal::InUse(Box::new(info)),
-    })
 }

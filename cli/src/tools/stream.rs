@@ -67,9 +67,7 @@ fn send_error(e: SendError, sent: u64) -> CliError {
             EX_TEMPFAIL,
             format!("timed out: the queue stayed full ({sent} messages sent)"),
         ),
-        e @ SendError::TooLarge { .. } => {
-            CliError::new(EX_DATAERR, format!("message {}: {e}", sent + 1))
-        }
+        e => CliError::new(EX_DATAERR, format!("message {}: {e}", sent + 1)),
     }
 }
 
