@@ -243,6 +243,15 @@ impl Queue {
 
     /// Every shmq segment on this host, by name, with its snapshot or the error
     /// opening it gave. See [`Listed`].
+    ///
+    /// ```
+    /// # let name = "doc-list";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// let names: Vec<String> = shmq::Queue::list()?.into_iter().map(|entry| entry.name).collect();
+    /// assert!(names.iter().any(|listed| listed == name));
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
     pub fn list() -> Result<Vec<Listed>, Error> {
         let names = platform::list_shm(OBJECT_PREFIX).map_err(|source| Error::ListFailed {
             directory: SHM_DIR,
@@ -259,6 +268,17 @@ impl Queue {
 
     /// Removes segment `name` only if no live process is attached to it (dead
     /// participants do not count). See [`Removal`].
+    ///
+    /// ```
+    /// use shmq::{Options, Queue, Removal};
+    /// # let name = "doc-remove-if-unused";
+    /// drop(Queue::create(name, &Options::new(2, 8))?);
+    /// match Queue::remove_if_unused(name)? {
+    ///     Removal::Removed(info) => assert_eq!(info.live(), 0),
+    ///     other => panic!("nobody is attached, yet {other:?}"),
+    /// }
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
     pub fn remove_if_unused(name: &str) -> Result<Removal, Error> {
         let info = Self::inspect(name)?;
         if info.live() > 0 {

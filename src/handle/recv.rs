@@ -1,0 +1,304 @@
+//! The receive half of the [`Queue`] grid: {try, blocking, timeout, deadline} ×
+//! {owned `Vec`, into a buffer, zero copy}, all built on two steps (one non-blocking
+//! receive, one blocking receive) that hand back the message still in its slot.
+
+use std::time::{Duration, Instant};
+
+use super::{Message, Queue};
+use crate::error::{RecvError, TryRecvError};
+use crate::ring::{Direction, Redelivery, Scope};
+use crate::wait::{Wait, Waiter};
+
+impl Queue {
+    // ---- receive: zero copy --------------------------------------------------------
+
+    /// Dequeues the next message and lends its bytes to `f` in place (zero copy).
+    /// The slot is released when `f` returns (or panics).
+    ///
+    /// The bytes live in memory that other processes map too: a well-behaved peer
+    /// never writes a slot a consumer holds, but a faulty or hostile one could, so
+    /// validate what you read before trusting it.
+    ///
+    /// ```
+    /// # let name = "doc-try-recv-with";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// queue.send(b"abc")?;
+    /// assert_eq!(queue.try_recv_with(|bytes| bytes.len())?, 3);
+    /// assert_eq!(queue.try_recv_with(|bytes| bytes.len()), Err(shmq::TryRecvError::Empty));
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn try_recv_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, TryRecvError> {
+        self.try_receive().map(|message| message.read(f))
+    }
+
+    /// Receives the next message, waiting while the queue is empty, and lends its
+    /// bytes to `f` in place (see [`try_recv_with`](Self::try_recv_with)).
+    ///
+    /// ```
+    /// # let name = "doc-recv-with";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// queue.send(b"abc")?;
+    /// assert_eq!(queue.recv_with(|bytes| bytes[0])?, b'a');
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, RecvError> {
+        self.receive_until(None).map(|message| message.read(f))
+    }
+
+    /// Like [`recv_with`](Self::recv_with), waiting at most `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # let name = "doc-recv-with-timeout";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// let outcome = queue.recv_with_timeout(Duration::from_millis(1), |bytes| bytes.len());
+    /// assert_eq!(outcome, Err(shmq::RecvError::Timeout));
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn recv_with_timeout<R>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, RecvError> {
+        self.receive_until(Instant::now().checked_add(timeout))
+            .map(|message| message.read(f))
+    }
+
+    /// Like [`recv_with`](Self::recv_with), waiting until `deadline`.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// # let name = "doc-recv-with-deadline";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// queue.send(b"abc")?;
+    /// let deadline = Instant::now() + Duration::from_millis(5);
+    /// assert_eq!(queue.recv_with_deadline(deadline, |bytes| bytes.to_vec())?, b"abc");
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_with_deadline<R>(
+        &self,
+        deadline: Instant,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, RecvError> {
+        self.receive_until(Some(deadline))
+            .map(|message| message.read(f))
+    }
+
+    // ---- receive: into a buffer ----------------------------------------------------
+
+    /// Dequeues the next message into `buffer`, which must hold
+    /// [`max_message_size`](Self::max_message_size) bytes (else nothing is consumed),
+    /// and returns its length.
+    ///
+    /// ```
+    /// # let name = "doc-try-recv-into";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// queue.send(b"abc")?;
+    /// let mut buffer = [0u8; 8];
+    /// let len = queue.try_recv_into(&mut buffer)?;
+    /// assert_eq!(&buffer[..len], b"abc");
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_recv_into(&self, buffer: &mut [u8]) -> Result<usize, TryRecvError> {
+        self.check_buffer(buffer)?;
+        self.try_recv_with(|bytes| copy_into(buffer, bytes))
+    }
+
+    /// Receives into `buffer` (at least the maximum message size), waiting while
+    /// empty. Returns the message length.
+    ///
+    /// ```
+    /// # let name = "doc-recv-into";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// queue.send(b"abc")?;
+    /// let mut buffer = [0u8; 8];
+    /// let len = queue.recv_into(&mut buffer)?;
+    /// assert_eq!(&buffer[..len], b"abc");
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_into(&self, buffer: &mut [u8]) -> Result<usize, RecvError> {
+        self.recv_into_until(buffer, None)
+    }
+
+    /// Receives into `buffer`, waiting at most `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # let name = "doc-recv-into-timeout";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// let mut buffer = [0u8; 8];
+    /// let outcome = queue.recv_into_timeout(&mut buffer, Duration::from_millis(1));
+    /// assert_eq!(outcome, Err(shmq::RecvError::Timeout));
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn recv_into_timeout(
+        &self,
+        buffer: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, RecvError> {
+        self.recv_into_until(buffer, Instant::now().checked_add(timeout))
+    }
+
+    /// Receives into `buffer`, waiting until `deadline`.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// # let name = "doc-recv-into-deadline";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// queue.send(b"abc")?;
+    /// let mut buffer = [0u8; 8];
+    /// let len = queue.recv_into_deadline(&mut buffer, Instant::now() + Duration::from_millis(5))?;
+    /// assert_eq!(&buffer[..len], b"abc");
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_into_deadline(
+        &self,
+        buffer: &mut [u8],
+        deadline: Instant,
+    ) -> Result<usize, RecvError> {
+        self.recv_into_until(buffer, Some(deadline))
+    }
+
+    fn recv_into_until(
+        &self,
+        buffer: &mut [u8],
+        deadline: Option<Instant>,
+    ) -> Result<usize, RecvError> {
+        self.check_buffer(buffer).map_err(blocking_recv_error)?;
+        self.receive_until(deadline)
+            .map(|message| message.read(|bytes| copy_into(buffer, bytes)))
+    }
+
+    // ---- receive: owned ------------------------------------------------------------
+
+    /// Dequeues the next message into a new `Vec` (allocates; see
+    /// [`try_recv_with`](Self::try_recv_with) for the zero-copy form).
+    ///
+    /// ```
+    /// # let name = "doc-try-recv";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// queue.send(b"abc")?;
+    /// assert_eq!(queue.try_recv()?, b"abc");
+    /// assert_eq!(queue.try_recv(), Err(shmq::TryRecvError::Empty));
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_recv(&self) -> Result<Vec<u8>, TryRecvError> {
+        self.try_recv_with(<[u8]>::to_vec)
+    }
+
+    /// Receives the next message into a new `Vec`, waiting while empty.
+    ///
+    /// ```
+    /// # let name = "doc-recv";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// queue.send(b"abc")?;
+    /// assert_eq!(queue.recv()?, b"abc");
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv(&self) -> Result<Vec<u8>, RecvError> {
+        self.recv_with(<[u8]>::to_vec)
+    }
+
+    /// Receives the next message into a new `Vec`, waiting at most `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # let name = "doc-recv-timeout";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// assert_eq!(queue.recv_timeout(Duration::from_millis(1)), Err(shmq::RecvError::Timeout));
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Vec<u8>, RecvError> {
+        self.recv_with_timeout(timeout, <[u8]>::to_vec)
+    }
+
+    /// Receives the next message into a new `Vec`, waiting until `deadline`.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// # let name = "doc-recv-deadline";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// queue.send(b"abc")?;
+    /// assert_eq!(queue.recv_deadline(Instant::now() + Duration::from_millis(5))?, b"abc");
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_deadline(&self, deadline: Instant) -> Result<Vec<u8>, RecvError> {
+        self.recv_with_deadline(deadline, <[u8]>::to_vec)
+    }
+
+    // ---- the receive steps every form shares ---------------------------------------
+
+    /// One non-blocking receive; now and then an empty one also sweeps for messages
+    /// that dead consumers held.
+    #[inline]
+    fn try_receive(&self) -> Result<Message<'_>, TryRecvError> {
+        match self.ring.try_recv() {
+            Err(TryRecvError::Empty) if self.schedule.empty_poll_due() => self.take_redelivery(),
+            other => other,
+        }
+    }
+
+    /// Receives, waiting per the wait strategy until `deadline` (`None`: forever).
+    fn receive_until(&self, deadline: Option<Instant>) -> Result<Message<'_>, RecvError> {
+        let mut waiter = Waiter::new(self.wait, deadline);
+        loop {
+            match self.ring.try_recv() {
+                Err(TryRecvError::Empty) => {}
+                other => return other.map_err(blocking_recv_error),
+            }
+            if waiter.due_for_sweep(&self.ring, &self.schedule) {
+                match self.take_redelivery() {
+                    Err(TryRecvError::Empty) => {}
+                    other => return other.map_err(blocking_recv_error),
+                }
+            }
+            if waiter.wait(&self.ring, &self.schedule, Direction::NotEmpty) == Wait::TimedOut {
+                return Err(RecvError::Timeout);
+            }
+        }
+    }
+
+    /// Sweeps, taking over one message a dead consumer held, if any (`Empty` if none).
+    fn take_redelivery(&self) -> Result<Message<'_>, TryRecvError> {
+        self.schedule.swept(Instant::now());
+        self.ring
+            .sweep(Scope::Outstanding, Redelivery::TakeOne)
+            .redelivered
+            .unwrap_or(Err(TryRecvError::Empty))
+    }
+
+    fn check_buffer(&self, buffer: &[u8]) -> Result<(), TryRecvError> {
+        let max = self.max_message_size();
+        if (buffer.len() as u64) < max {
+            return Err(TryRecvError::BufferTooSmall {
+                len: buffer.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn copy_into(buffer: &mut [u8], bytes: &[u8]) -> usize {
+    crate::copy::copy_prefix(buffer, bytes);
+    bytes.len()
+}
+
+/// A non-blocking receive error the blocking family reports as is (never `Empty`: a
+/// blocking receive waits that out).
+fn blocking_recv_error(e: TryRecvError) -> RecvError {
+    RecvError::try_from(e).unwrap_or(RecvError::Timeout)
+}
