@@ -18,7 +18,6 @@ filter="${1:-}"
 # that file) | from | to
 weakenings=(
   "claim-acquire|mod.rs|// Acquire: pairs with the Release that made the slot ready for us: for a|NEXT:Ordering::Acquire|Ordering::Relaxed"
-  "claim-record-release|mod.rs|claim_word.store(pos, Ordering::Release);|Ordering::Release|Ordering::Relaxed"
   "claim-cas-seqcst|mod.rs|match cursor.compare_exchange(|NEXT:Ordering::SeqCst|Ordering::Relaxed"
   "publish-release|mod.rs|slot.sequence.store(pos_add(pos, 1), Ordering::Release);|Ordering::Release|Ordering::Relaxed"
   "release-slot-release|mod.rs|.store(pos_add(pos, self.capacity), Ordering::Release);|Ordering::Release|Ordering::Relaxed"

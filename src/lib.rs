@@ -98,7 +98,7 @@ pub mod model {
     }
     pub use crate::ring::{
         Direction, End, Pending, Platform, Readiness, Received, Redelivery, Ring, RingMemory,
-        Scope, Sweep,
+        Scope, Sweep, Unread,
     };
     pub use crate::sync::{spin_hint, yield_now, AtomicU32, Ordering};
 }

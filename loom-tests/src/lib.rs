@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use loom::sync::atomic::AtomicBool;
 use loom::sync::{Arc, Condvar, Mutex};
-use shmq::model::{AtomicU32, HeapMemory, Ordering, Platform, Ring};
+use shmq::model::{AtomicU32, HeapMemory, Ordering, Platform, Ring, Unread};
 use shmq::TryRecvError;
 
 /// A ring handle as the models use it.
@@ -193,11 +193,13 @@ fn declare_initial_values_seq_cst(memory: &HeapMemory) {
 
 /// Receives one message, if any.
 pub fn try_recv(ring: &ModelRing) -> Result<Message, TryRecvError> {
-    ring.try_recv().map(|message| {
-        message.read(|bytes| {
-            assert_eq!(bytes.len(), MESSAGE_SIZE as usize, "torn message length");
-            (bytes[0], bytes[1])
-        })
+    let read = |bytes: &[u8]| {
+        assert_eq!(bytes.len(), MESSAGE_SIZE as usize, "torn message length");
+        (bytes[0], bytes[1])
+    };
+    ring.try_recv_with(read).map_err(|unread| match unread {
+        Unread::Empty(_) => TryRecvError::Empty,
+        Unread::Failed(e) => e,
     })
 }
 

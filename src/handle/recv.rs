@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{Message, Queue};
 use crate::error::{RecvError, TryRecvError};
-use crate::ring::{Direction, Redelivery, Scope};
+use crate::ring::{Direction, Redelivery, Scope, Unread};
 use crate::wait::{Wait, Waiter};
 
 impl Queue {
@@ -28,9 +28,9 @@ impl Queue {
     /// # shmq::Queue::unlink(name)?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn try_recv_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, TryRecvError> {
-        self.try_receive().map(|message| message.read(f))
+        self.try_receive(f)
     }
 
     /// Receives the next message, waiting while the queue is empty, and lends its
@@ -45,7 +45,7 @@ impl Queue {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn recv_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, RecvError> {
-        self.receive_until(None).map(|message| message.read(f))
+        self.receive_until(None, f)
     }
 
     /// Like [`recv_with`](Self::recv_with), waiting at most `timeout`.
@@ -64,8 +64,7 @@ impl Queue {
         timeout: Duration,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R, RecvError> {
-        self.receive_until(Instant::now().checked_add(timeout))
-            .map(|message| message.read(f))
+        self.receive_until(Instant::now().checked_add(timeout), f)
     }
 
     /// Like [`recv_with`](Self::recv_with), waiting until `deadline`.
@@ -85,8 +84,7 @@ impl Queue {
         deadline: Instant,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R, RecvError> {
-        self.receive_until(Some(deadline))
-            .map(|message| message.read(f))
+        self.receive_until(Some(deadline), f)
     }
 
     // ---- receive: into a buffer ----------------------------------------------------
@@ -174,8 +172,7 @@ impl Queue {
         deadline: Option<Instant>,
     ) -> Result<usize, RecvError> {
         self.check_buffer(buffer).map_err(blocking_recv_error)?;
-        self.receive_until(deadline)
-            .map(|message| message.read(|bytes| copy_into(buffer, bytes)))
+        self.receive_until(deadline, |bytes| copy_into(buffer, bytes))
     }
 
     // ---- receive: owned ------------------------------------------------------------
@@ -243,26 +240,38 @@ impl Queue {
 
     /// One non-blocking receive; now and then an empty one also sweeps for messages
     /// that dead consumers held.
-    #[inline]
-    fn try_receive(&self) -> Result<Message<'_>, TryRecvError> {
-        match self.ring.try_recv() {
-            Err(TryRecvError::Empty) if self.schedule.empty_poll_due() => self.take_redelivery(),
-            other => other,
+    #[inline(always)]
+    fn try_receive<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, TryRecvError> {
+        match self.ring.try_recv_with(f) {
+            Ok(r) => Ok(r),
+            Err(Unread::Empty(f)) if self.schedule.empty_poll_due() => {
+                self.take_redelivery().map(|message| message.read(f))
+            }
+            Err(Unread::Empty(_)) => Err(TryRecvError::Empty),
+            Err(Unread::Failed(e)) => Err(e),
         }
     }
 
-    /// Receives, waiting per the wait strategy until `deadline` (`None`: forever).
-    fn receive_until(&self, deadline: Option<Instant>) -> Result<Message<'_>, RecvError> {
-        let mut waiter = Waiter::new(self.wait, deadline);
+    /// Receives into `f`, waiting per the wait strategy until `deadline` (`None`:
+    /// forever).
+    fn receive_until<R>(
+        &self,
+        deadline: Option<Instant>,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, RecvError> {
+        let mut waiter = Waiter::new(self.wait_strategy(), deadline);
+        let mut f = f;
         loop {
-            match self.ring.try_recv() {
-                Err(TryRecvError::Empty) => {}
-                other => return other.map_err(blocking_recv_error),
-            }
+            f = match self.ring.try_recv_with(f) {
+                Ok(r) => return Ok(r),
+                Err(Unread::Empty(f)) => f,
+                Err(Unread::Failed(e)) => return Err(blocking_recv_error(e)),
+            };
             if waiter.due_for_sweep(&self.ring, &self.schedule) {
                 match self.take_redelivery() {
+                    Ok(message) => return Ok(message.read(f)),
                     Err(TryRecvError::Empty) => {}
-                    other => return other.map_err(blocking_recv_error),
+                    Err(e) => return Err(blocking_recv_error(e)),
                 }
             }
             if waiter.wait(&self.ring, &self.schedule, Direction::NotEmpty) == Wait::TimedOut {
