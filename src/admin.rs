@@ -3,13 +3,14 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::access::Access;
 use crate::error::Error;
 use crate::handle::Queue;
 use crate::layout::{participant, pos_diff, Identity, CLAIM_NONE};
 use crate::name::OBJECT_PREFIX;
 use crate::platform::{self, SHM_DIR};
 use crate::ring::{claim_outstanding, End, Redelivery, RingMemory, Scope};
-use crate::segment::Segment;
+use crate::segment::{Patience, Segment};
 use crate::shm::ShmPlatform;
 use crate::sync::Ordering;
 
@@ -62,6 +63,9 @@ pub struct SegmentInfo {
     pub participants: Vec<ParticipantInfo>,
     /// What crash recovery has done so far.
     pub recovery: RecoveryCounts,
+    /// The segment's name was removed ([`Queue::unlink`], `shmq rm`); attached
+    /// handles still work.
+    pub removed: bool,
 }
 
 /// Handles asleep on a segment's futexes (part of [`SegmentInfo`]).
@@ -208,6 +212,9 @@ pub enum Removal {
     Removed(SegmentInfo),
     /// A live process is attached: nothing was removed. The snapshot showing it.
     InUse(SegmentInfo),
+    /// Nobody is attached, but messages are waiting: nothing was removed (remove it
+    /// with [`Queue::unlink`], `shmq rm --force`, to drop them). The snapshot.
+    NotEmpty(SegmentInfo),
 }
 
 impl Queue {
@@ -237,7 +244,7 @@ impl Queue {
     /// # Ok::<(), shmq::Error>(())
     /// ```
     pub fn inspect(name: &str) -> Result<SegmentInfo, Error> {
-        let (segment, fd) = Segment::open(name)?;
+        let (segment, fd) = Segment::open(name, &Access::default(), Patience::Now)?;
         Ok(snapshot(&segment, &ShmPlatform::new(fd), None))
     }
 
@@ -259,6 +266,7 @@ impl Queue {
         })?;
         Ok(names
             .into_iter()
+            .filter(|name| is_listable(name))
             .map(|name| {
                 let info = Self::inspect(&name);
                 Listed { name, info }
@@ -267,7 +275,7 @@ impl Queue {
     }
 
     /// Removes segment `name` only if no live process is attached to it (dead
-    /// participants do not count). See [`Removal`].
+    /// participants do not count) and no message is waiting in it. See [`Removal`].
     ///
     /// ```
     /// use shmq::{Options, Queue, Removal};
@@ -283,6 +291,9 @@ impl Queue {
         let info = Self::inspect(name)?;
         if info.live() > 0 {
             return Ok(Removal::InUse(info));
+        }
+        if info.occupancy > 0 {
+            return Ok(Removal::NotEmpty(info));
         }
         Self::unlink(name)?;
         Ok(Removal::Removed(info))
@@ -306,6 +317,24 @@ impl Queue {
         )
     }
 
+    /// Whether this handle's segment was removed by name ([`Queue::unlink`],
+    /// `shmq rm`) or its name now points at another segment. The handle keeps
+    /// working either way; only processes that already hold handles can reach it.
+    ///
+    /// ```
+    /// use shmq::{Options, Queue};
+    /// # let name = "doc-is-removed";
+    /// let queue = Queue::create(name, &Options::new(2, 8))?;
+    /// assert!(!queue.is_removed());
+    /// Queue::unlink(name)?;
+    /// assert!(queue.is_removed());
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn is_removed(&self) -> bool {
+        let segment = self.ring.memory();
+        segment.is_marked_removed() || !segment.name_points_here()
+    }
+
     /// Runs a full recovery sweep now (normally automatic): repairs slots of dead
     /// producers and frees dead participants' records. A message a dead consumer
     /// held is left for the next receive, which delivers it.
@@ -322,6 +351,15 @@ impl Queue {
         self.schedule.swept(std::time::Instant::now());
         self.ring.sweep(Scope::Housekeeping, Redelivery::Leave);
     }
+}
+
+/// Whether `/dev/shm/shmq.NAME` may be a segment worth listing: not a segment still
+/// being built (a `.`-name), and a regular file (`lstat`, so no FIFO or directory is
+/// ever opened and nothing waits).
+fn is_listable(name: &str) -> bool {
+    !name.starts_with('.')
+        && platform::shm_lstat(&crate::name::object(name))
+            .is_ok_and(|file| file.irregular_kind().is_none())
 }
 
 /// Reads a snapshot of `segment`, asking `platform` about liveness. `own` is the
@@ -353,6 +391,7 @@ fn snapshot(segment: &Segment, platform: &ShmPlatform, own: Option<u64>) -> Segm
             producers: shared.not_full.waiters.load(Ordering::Relaxed),
         },
         participants: participants(segment, platform, own),
+        removed: segment.is_marked_removed(),
         recovery: RecoveryCounts {
             skipped: stats.skipped.load(Ordering::Relaxed),
             redelivered: stats.redelivered.load(Ordering::Relaxed),
@@ -371,8 +410,9 @@ fn participants(
     let mut participants = Vec::new();
     for index in 0..segment.geometry().max_participants {
         let record = segment.participant(index);
-        // Relaxed: a snapshot for display.
-        if record.state.load(Ordering::Relaxed) != participant::ACTIVE {
+        // Relaxed: a snapshot for display. Records in a state shmq never writes are
+        // shown too (as dead, unless locked): a sweep reclaims them.
+        if record.state.load(Ordering::Relaxed) == participant::FREE {
             continue;
         }
         // Relaxed: as above.

@@ -83,11 +83,30 @@ pub enum Error {
         #[source]
         problem: GeometryError,
     },
-    /// Permission bits outside `0o777`.
-    #[error("invalid options: mode {mode:o} has bits outside 0777")]
+    /// Permission bits shmq does not create segments with.
+    #[error("invalid options: mode {mode:o} {reason}")]
     InvalidMode {
         /// The rejected mode.
         mode: u32,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The segment's file is not one this process should trust (another user's, a
+    /// mode that lets others write or only read, not a regular file).
+    #[error("refusing segment `{name}`: {problem}")]
+    Untrusted {
+        /// Segment name.
+        name: String,
+        /// What about the file is untrusted.
+        #[source]
+        problem: TrustProblem,
+    },
+    /// Another process holds a file lease on the segment: opening it would wait for
+    /// the kernel's lease-break time.
+    #[error("segment `{name}` is leased by another process (fcntl F_SETLEASE): opening it would block; find the holder with `lsof /dev/shm/shmq.{name}`")]
+    Leased {
+        /// Segment name.
+        name: String,
     },
     /// `posix_fallocate` failed: /dev/shm is full.
     #[error("not enough space in /dev/shm for segment `{name}` ({bytes} bytes): free space there (`df -h /dev/shm`, `shmq ls`) or choose a smaller capacity")]
@@ -157,6 +176,49 @@ pub enum GeometryError {
     InitialPosition(u64),
 }
 
+/// Why a segment's file is not trusted (the cause of [`Error::Untrusted`]).
+///
+/// ```
+/// let problem = shmq::TrustProblem::ReadWithoutWrite { mode: 0o644 };
+/// assert!(problem.to_string().contains("0644"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustProblem {
+    /// The name is not a regular file.
+    #[error("it is {kind}, not a segment file")]
+    NotAFile {
+        /// What it is.
+        kind: &'static str,
+    },
+    /// Owned by a user (and group) this process does not trust.
+    #[error("it is owned by uid {uid} (gid {gid}, mode {mode:04o}), not by this process's user (uid {euid}): another user may have created it first to read or inject messages. Remove it (as its owner or root) and create it again, or trust that owner or group explicitly (shmq::Access)")]
+    Owner {
+        /// Owner of the file.
+        uid: u32,
+        /// Group of the file.
+        gid: u32,
+        /// Its permission bits.
+        mode: u32,
+        /// This process's effective user.
+        euid: u32,
+    },
+    /// Every user may write it, and the caller did not ask for that.
+    #[error("every user may write it (owner uid {uid}, mode {mode:04o}): anyone could read or inject messages. Recreate it with a narrower mode, or accept it explicitly (shmq::Access::allow_world_writable)")]
+    WorldWritable {
+        /// Owner of the file.
+        uid: u32,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Some class of users may read but not write it.
+    #[error("mode {mode:04o} lets some users read it without writing: shmq maps segments read-write, and a read-only reader's locks would stall crash recovery. Recreate it with a mode like 0600 or 0660")]
+    ReadWithoutWrite {
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
 /// What is wrong with a segment's header or file (the cause of [`Error::Corrupt`]).
 ///
 /// ```
@@ -205,6 +267,15 @@ pub enum HeaderProblem {
     #[error("the file has only {size} bytes, shorter than a header")]
     FileTooShort {
         /// `fstat` size.
+        size: u64,
+    },
+    /// The file's pages are not all allocated: touching the missing ones could fault
+    /// (`SIGBUS`) once /dev/shm is full.
+    #[error("only {allocated} of its {size} bytes are allocated (a sparse file, not made by shmq's create)")]
+    Sparse {
+        /// Bytes allocated.
+        allocated: u64,
+        /// Bytes the segment needs.
         size: u64,
     },
     /// The file is larger than any segment can be.
@@ -264,6 +335,12 @@ pub enum SendError {
     /// The deadline passed with the queue still full.
     #[error("timed out: the queue stayed full")]
     Timeout,
+    /// While waiting, the segment was removed and its name now points at another
+    /// segment: this handle can no longer reach the processes using the name.
+    #[error(
+        "the segment was removed and its name now points at another segment: open the name again"
+    )]
+    Orphaned,
     /// The message exceeds the segment's maximum message size.
     #[error("message of {len} bytes exceeds this segment's maximum of {max} bytes")]
     TooLarge {
@@ -335,6 +412,12 @@ pub enum RecvError {
     /// The deadline passed with the queue still empty.
     #[error("timed out: no message arrived")]
     Timeout,
+    /// While waiting, the segment was removed and its name now points at another
+    /// segment: no producer using the name will reach this handle again.
+    #[error(
+        "the segment was removed and its name now points at another segment: open the name again"
+    )]
+    Orphaned,
     /// See [`TryRecvError::BufferTooSmall`].
     #[error(
         "receive buffer of {len} bytes is shorter than the segment's maximum message size {max}"
@@ -375,7 +458,7 @@ impl TryFrom<SendError> for TrySendError {
     fn try_from(e: SendError) -> Result<Self, SendError> {
         match e {
             SendError::TooLarge { len, max } => Ok(TrySendError::TooLarge { len, max }),
-            SendError::Timeout => Err(e),
+            SendError::Timeout | SendError::Orphaned => Err(e),
         }
     }
 }
@@ -404,7 +487,7 @@ impl TryFrom<RecvError> for TryRecvError {
             RecvError::Corrupt { position, len, max } => {
                 Ok(TryRecvError::Corrupt { position, len, max })
             }
-            RecvError::Timeout => Err(e),
+            RecvError::Timeout | RecvError::Orphaned => Err(e),
         }
     }
 }

@@ -56,6 +56,10 @@ pub mod state {
     pub const UNINITIALISED: u32 = 0;
     /// Every field is written and the ring is usable.
     pub const READY: u32 = 0x5245_4459; // "READ" + "Y"-ish tag, unlikely in garbage
+    /// The name was removed (`Queue::unlink`, `shmq rm`): handles still attached
+    /// keep working, and can tell; nobody opens it again.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub const REMOVED: u32 = 0x5245_4d44; // "REMD"
 }
 
 /// Values of [`ParticipantRecord::state`].
@@ -98,7 +102,8 @@ pub struct Identity {
     pub magic: u64,
     /// [`LAYOUT_VERSION`] of the creator.
     pub version: u32,
-    /// [`state::UNINITIALISED`] or [`state::READY`]; accessed atomically.
+    /// [`state::UNINITIALISED`], [`state::READY`] or [`state::REMOVED`]; accessed
+    /// atomically.
     pub state: u32,
     /// Capacity in messages (power of two, 2..=2^32).
     pub capacity: u64,

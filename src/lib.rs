@@ -70,6 +70,8 @@ mod ring;
 mod sync;
 
 #[cfg(not(loom))]
+mod access;
+#[cfg(not(loom))]
 mod admin;
 #[cfg(not(loom))]
 mod handle;
@@ -104,9 +106,12 @@ pub mod model {
 }
 
 #[cfg(not(loom))]
+pub use access::Access;
+#[cfg(not(loom))]
 pub use admin::{Listed, ParticipantInfo, RecoveryCounts, Removal, SegmentInfo, Waiters};
 pub use error::{
-    Error, GeometryError, HeaderProblem, RecvError, SendError, TryRecvError, TrySendError,
+    Error, GeometryError, HeaderProblem, RecvError, SendError, TrustProblem, TryRecvError,
+    TrySendError,
 };
 #[cfg(not(loom))]
 pub use handle::Queue;

@@ -32,6 +32,17 @@ pub(crate) fn validate(name: &str) -> Result<(), Error> {
     }
 }
 
+/// Prefix of the object a segment is built in before it is published under its
+/// name (`shmq..new-PID-N`): user names cannot start with `.`, so it never collides
+/// with one, and listing skips it.
+pub(crate) const BUILDING_PREFIX: &str = ".new-";
+
+/// The object a segment is built in by process `pid`, before it is renamed to its
+/// name; `attempt` makes it unique within the process.
+pub(crate) fn building_object(pid: u64, attempt: u64) -> String {
+    format!("{OBJECT_PREFIX}{BUILDING_PREFIX}{pid}-{attempt}")
+}
+
 /// The shared-memory object name for segment `name`.
 pub(crate) fn object(name: &str) -> String {
     format!("{OBJECT_PREFIX}{name}")
@@ -47,6 +58,9 @@ pub(crate) fn io_error(operation: &'static str, name: &str, source: io::Error) -
             name: name.to_owned(),
         },
         Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied {
+            name: name.to_owned(),
+        },
+        Some(libc::EWOULDBLOCK) => Error::Leased {
             name: name.to_owned(),
         },
         _ => Error::Io {

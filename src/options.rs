@@ -1,5 +1,7 @@
 //! [`Options`]: the parameters of a new segment.
 
+use crate::access::Access;
+
 /// Parameters of a new segment, built with [`Options::new`] and the setters.
 ///
 /// ```
@@ -21,6 +23,10 @@ pub struct Options {
     pub mode: u32,
     /// Handles that may be attached at once (default 64).
     pub max_participants: u64,
+    /// Which existing segments [`Queue::open_or_create`](crate::Queue::open_or_create)
+    /// accepts when the name is taken (default: owned by this process's user; a
+    /// `mode` that lets every user write also accepts such a segment).
+    pub access: Access,
     /// Position of the first message. Only for tests that exercise wraparound.
     #[doc(hidden)]
     pub initial_position: u64,
@@ -38,6 +44,7 @@ impl Default for Options {
             max_message_size: 240,
             mode: 0o600,
             max_participants: 64,
+            access: Access::default(),
             initial_position: 0,
         }
     }
@@ -78,6 +85,43 @@ impl Options {
     pub fn max_participants(mut self, max: u64) -> Self {
         self.max_participants = max;
         self
+    }
+
+    /// Sets which existing segments `open_or_create` accepts (see [`Access`]).
+    ///
+    /// ```
+    /// let options = shmq::Options::new(2, 8).access(shmq::Access::new().trust_group(100));
+    /// assert_eq!(options.access.groups, vec![100]);
+    /// ```
+    pub fn access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// The access `open_or_create` applies: [`Options::access`], plus world-writable
+    /// segments if this mode asks for one.
+    pub(crate) fn effective_access(&self) -> Access {
+        let mut access = self.access.clone();
+        access.world_writable |= self.mode & 0o002 != 0;
+        access
+    }
+
+    /// Checks the mode: permission bits only, and no class of users that may read
+    /// without writing (a read-only peer would stall crash recovery).
+    pub(crate) fn check_mode(&self) -> Result<(), crate::Error> {
+        let reason = if self.mode & !0o777 != 0 {
+            "has bits outside 0777"
+        } else if self.mode & 0o600 != 0o600 {
+            "must let the owner read and write"
+        } else if crate::access::read_without_write(self.mode) {
+            "lets some users read without writing, which would stall crash recovery (use 0600, 0660 or 0666)"
+        } else {
+            return Ok(());
+        };
+        Err(crate::Error::InvalidMode {
+            mode: self.mode,
+            reason,
+        })
     }
 
     /// Starts the ring at `position` instead of 0 (tests of 63-bit wraparound).

@@ -25,10 +25,12 @@ fn c_name(object: &str) -> io::Result<CString> {
     CString::new(format!("/{object}")).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
-/// `shm_open` with `O_CLOEXEC`. `create` adds `O_CREAT | O_EXCL`.
+/// `shm_open` with `O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK`: never follows a symbolic
+/// link, and never waits for another process's file lease to be broken (it fails
+/// with `EWOULDBLOCK` instead). `create` adds `O_CREAT | O_EXCL`.
 pub fn shm_open(object: &str, create: bool, mode: u32) -> io::Result<OwnedFd> {
     let name = c_name(object)?;
-    let mut flags = libc::O_RDWR | libc::O_CLOEXEC;
+    let mut flags = libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK;
     if create {
         flags |= libc::O_CREAT | libc::O_EXCL;
     }
@@ -36,6 +38,50 @@ pub fn shm_open(object: &str, create: bool, mode: u32) -> io::Result<OwnedFd> {
     let fd = cvt(unsafe { libc::shm_open(name.as_ptr(), flags, mode as libc::mode_t) })?;
     // SAFETY: shm_open just returned this descriptor; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Renames object `from` to `to` in the shared-memory directory, failing with
+/// `EEXIST` if `to` exists (`renameat2` with `RENAME_NOREPLACE`): publishes a fully
+/// built segment under its name in one step.
+pub fn shm_rename_noreplace(from: &str, to: &str) -> io::Result<()> {
+    let path = |object: &str| {
+        CString::new(format!("{SHM_DIR}/{object}"))
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (from, to) = (path(from)?, path(to)?);
+    // SAFETY: both paths are valid NUL-terminated strings that outlive the call;
+    // renameat2 takes no other pointers.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether process `pid` exists (`kill(pid, 0)`; a process we may not signal exists).
+pub fn process_exists(pid: u64) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+    let ret = unsafe { libc::kill(pid, 0) };
+    ret == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The effective user id of this process.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 /// `shm_unlink`.
@@ -64,10 +110,35 @@ pub fn fallocate(fd: &OwnedFd, len: u64) -> io::Result<()> {
 }
 
 /// What `fstat` says about a segment file.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileInfo {
     /// Size in bytes.
     pub size: u64,
+    /// Bytes actually allocated (`st_blocks` × 512): less than `size` if sparse.
+    pub allocated: u64,
+    /// File type and permission bits (`st_mode`).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Device and inode: which file this is, whatever its name.
+    pub identity: (u64, u64),
+}
+
+impl FileInfo {
+    /// The file's type, in words, unless it is a regular file.
+    pub fn irregular_kind(&self) -> Option<&'static str> {
+        match self.mode & libc::S_IFMT {
+            libc::S_IFREG => None,
+            libc::S_IFDIR => Some("a directory"),
+            libc::S_IFIFO => Some("a FIFO"),
+            libc::S_IFLNK => Some("a symbolic link"),
+            libc::S_IFSOCK => Some("a socket"),
+            libc::S_IFCHR | libc::S_IFBLK => Some("a device"),
+            _ => Some("not a regular file"),
+        }
+    }
 }
 
 /// `fstat`.
@@ -76,19 +147,41 @@ pub fn fstat(fd: &OwnedFd) -> io::Result<FileInfo> {
     // SAFETY: `fd` is open; `stat` points to writable memory of the right type.
     cvt(unsafe { libc::fstat(fd.as_raw_fd(), stat.as_mut_ptr()) })?;
     // SAFETY: fstat succeeded, so it filled the struct.
-    let stat = unsafe { stat.assume_init() };
-    Ok(FileInfo {
+    Ok(file_info(&unsafe { stat.assume_init() }))
+}
+
+/// `lstat` of an object in the shared-memory directory (never follows a link).
+pub fn shm_lstat(object: &str) -> io::Result<FileInfo> {
+    let path = CString::new(format!("{SHM_DIR}/{object}"))
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `path` is a valid NUL-terminated string; `stat` is writable memory of
+    // the right type; both outlive the call.
+    cvt(unsafe { libc::lstat(path.as_ptr(), stat.as_mut_ptr()) })?;
+    // SAFETY: lstat succeeded, so it filled the struct.
+    Ok(file_info(&unsafe { stat.assume_init() }))
+}
+
+fn file_info(stat: &libc::stat) -> FileInfo {
+    FileInfo {
         size: stat.st_size as u64,
-    })
+        allocated: (stat.st_blocks as u64).saturating_mul(512),
+        mode: stat.st_mode,
+        uid: stat.st_uid,
+        gid: stat.st_gid,
+        identity: (stat.st_dev, stat.st_ino),
+    }
 }
 
 /// A fresh open file description for the same object (so it can hold its own locks):
-/// reopens `/proc/self/fd/N`, which works even after the name was unlinked.
+/// reopens `/proc/self/fd/N`, which works even after the name was unlinked
+/// (`O_NONBLOCK`: never waits for a lease holder).
 pub fn reopen(fd: &OwnedFd) -> io::Result<OwnedFd> {
     let path = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let flags = libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK;
     // SAFETY: `path` is a valid NUL-terminated string that outlives the call.
-    let new = cvt(unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
+    let new = cvt(unsafe { libc::open(path.as_ptr(), flags) })?;
     // SAFETY: open just returned this descriptor; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }

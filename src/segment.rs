@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicU32 as StdAtomicU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::access::Access;
 use crate::error::{Error, HeaderProblem};
 use crate::layout::{
     state, Geometry, Identity, ParticipantRecord, RingShared, SlotHeader, LAYOUT_VERSION, LINE,
@@ -18,8 +19,19 @@ use crate::platform::{self, Mapping};
 use crate::ring::RingMemory;
 use crate::sync::Ordering;
 
-/// How long an opener waits for a creator that is still initialising.
+/// How long an opener waits for a creator that is still initialising. Segments are
+/// published complete (see [`Segment::create`]), so only a segment made by an
+/// earlier build, or a file that is not a segment at all, is ever seen unready.
 const READY_WAIT: Duration = Duration::from_secs(1);
+
+/// Whether opening waits for a creator that is still initialising.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Patience {
+    /// Wait up to [`READY_WAIT`]: attaching.
+    WaitForCreator,
+    /// Decide at once: inspecting and listing never wait.
+    Now,
+}
 
 /// A mapped, validated segment.
 #[derive(Debug)]
@@ -28,15 +40,20 @@ pub(crate) struct Segment {
     geometry: Geometry,
     identity: Identity,
     name: String,
+    /// Device and inode of the file mapped: whether the name still points at it.
+    file: (u64, u64),
 }
 
 impl Segment {
     /// Creates the segment `name` exclusively and returns it with the descriptor.
+    ///
+    /// The segment is built under a private name (`shmq..new-PID-N`) and published
+    /// under `name` only once complete, by a rename that refuses to replace: a
+    /// creator killed at any point leaves the name free (and at most a private
+    /// object that the next `create` of any process removes once PID is gone).
     pub(crate) fn create(name: &str, options: &Options) -> Result<(Arc<Self>, OwnedFd), Error> {
         name::validate(name)?;
-        if options.mode & !0o777 != 0 {
-            return Err(Error::InvalidMode { mode: options.mode });
-        }
+        options.check_mode()?;
         let geometry = Geometry::new(
             options.capacity,
             options.max_message_size,
@@ -44,14 +61,37 @@ impl Segment {
             options.initial_position,
         )
         .map_err(|problem| Error::InvalidOptions { problem })?;
-        let object = name::object(name);
-        let fd = platform::shm_open(&object, true, options.mode)
-            .map_err(|e| io_error("shm_open", name, e))?;
-        let segment = Self::size_and_map(name, &fd, options, geometry).inspect_err(|_| {
-            let _ = platform::shm_unlink(&object);
-        })?;
-        segment.initialise();
-        Ok((Arc::new(segment), fd))
+        remove_abandoned_builds();
+        let (building, fd) = Self::open_building(name, options.mode)?;
+        let built = Self::size_and_map(name, &fd, options, geometry).and_then(|segment| {
+            segment.initialise();
+            platform::shm_rename_noreplace(&building, &name::object(name))
+                .map_err(|e| io_error("publishing (renameat2)", name, e))?;
+            Ok(segment)
+        });
+        match built {
+            Ok(segment) => Ok((Arc::new(segment), fd)),
+            Err(e) => {
+                let _ = platform::shm_unlink(&building);
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates a fresh private object to build a segment in.
+    fn open_building(name: &str, mode: u32) -> Result<(String, OwnedFd), Error> {
+        static ATTEMPTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        loop {
+            // Relaxed: a counter only this process uses to make names unique.
+            let attempt = ATTEMPTS.fetch_add(1, Ordering::Relaxed);
+            let building = name::building_object(platform::pid(), attempt);
+            match platform::shm_open(&building, true, mode) {
+                Ok(fd) => return Ok((building, fd)),
+                // Left by an earlier process with our pid: take the next number.
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
+                Err(e) => return Err(io_error("shm_open", name, e)),
+            }
+        }
     }
 
     /// Sets the mode exactly, reserves the memory and maps a fresh segment file.
@@ -88,11 +128,15 @@ impl Segment {
             mode: u64::from(options.mode),
             reserved: [0; 3],
         };
+        let file = platform::fstat(fd)
+            .map_err(|e| io_error("fstat", name, e))?
+            .identity;
         Ok(Self {
             mapping,
             geometry,
             identity,
             name: name.to_owned(),
+            file,
         })
     }
 
@@ -110,18 +154,30 @@ impl Segment {
         state_word(&self.mapping).store(state::READY, Ordering::Release);
     }
 
-    /// Opens the existing segment `name` and validates it completely.
-    pub(crate) fn open(name: &str) -> Result<(Arc<Self>, OwnedFd), Error> {
+    /// Opens the existing segment `name`, checks its file against `access`, and
+    /// validates it completely.
+    pub(crate) fn open(
+        name: &str,
+        access: &Access,
+        patience: Patience,
+    ) -> Result<(Arc<Self>, OwnedFd), Error> {
         name::validate(name)?;
         let fd = platform::shm_open(&name::object(name), false, 0)
             .map_err(|e| io_error("shm_open", name, e))?;
-        let segment = Self::map_existing(name, &fd)?;
+        let file = platform::fstat(&fd).map_err(|e| io_error("fstat", name, e))?;
+        crate::access::check(&file, access, platform::effective_uid()).map_err(|problem| {
+            Error::Untrusted {
+                name: name.to_owned(),
+                problem,
+            }
+        })?;
+        let segment = Self::map_existing(name, &fd, patience)?;
         Ok((Arc::new(segment), fd))
     }
 
     /// Maps and validates a segment, waiting up to [`READY_WAIT`] for a creator that
     /// is still initialising it.
-    fn map_existing(name: &str, fd: &OwnedFd) -> Result<Self, Error> {
+    fn map_existing(name: &str, fd: &OwnedFd, patience: Patience) -> Result<Self, Error> {
         let corrupt = |problem: HeaderProblem| match problem {
             HeaderProblem::Version(found) => Error::IncompatibleVersion {
                 name: name.to_owned(),
@@ -136,7 +192,10 @@ impl Segment {
         let not_ready = || Error::NotReady {
             name: name.to_owned(),
         };
-        let deadline = Instant::now() + READY_WAIT;
+        let deadline = match patience {
+            Patience::WaitForCreator => Instant::now() + READY_WAIT,
+            Patience::Now => Instant::now(),
+        };
         loop {
             let size = platform::fstat(fd)
                 .map_err(|e| io_error("fstat", name, e))?
@@ -154,17 +213,32 @@ impl Segment {
                 // write it (we validate the copy, never the live bytes).
                 let identity =
                     unsafe { std::ptr::read_volatile(mapping.base().cast::<Identity>()) };
+                if identity.magic == MAGIC && identity.state == state::REMOVED {
+                    // Marked by `unlink` just before the name goes: it is gone.
+                    return Err(Error::NotFound {
+                        name: name.to_owned(),
+                    });
+                }
                 let fresh = identity.magic == 0 || (identity.magic == MAGIC && !ready);
                 if fresh && !ready && timed_out {
                     return Err(not_ready());
                 }
                 if ready || !fresh {
                     let geometry = Geometry::validate(&identity, size).map_err(corrupt)?;
+                    let file = platform::fstat(fd).map_err(|e| io_error("fstat", name, e))?;
+                    let allocated = file.allocated;
+                    if allocated < geometry.total_size {
+                        return Err(corrupt(HeaderProblem::Sparse {
+                            allocated,
+                            size: geometry.total_size,
+                        }));
+                    }
                     return Ok(Self {
                         mapping,
                         geometry,
                         identity,
                         name: name.to_owned(),
+                        file: file.identity,
                     });
                 }
             } else if timed_out {
@@ -177,11 +251,34 @@ impl Segment {
         }
     }
 
-    /// Removes the name. Attached handles keep working; the memory is freed when the
-    /// last one closes.
+    /// Removes the name. The segment under it is first marked removed (if it can be
+    /// opened as ours), so attached handles can tell; they keep working, and the
+    /// memory is freed when the last one closes.
     pub(crate) fn unlink(name: &str) -> Result<(), Error> {
         name::validate(name)?;
+        if let Ok((segment, _fd)) = Self::open(name, &Access::default(), Patience::Now) {
+            // Release: pairs with the Acquire in `is_marked_removed`; an opener racing
+            // us refuses the state (it is not READY).
+            state_word(&segment.mapping).store(state::REMOVED, Ordering::Release);
+        }
         platform::shm_unlink(&name::object(name)).map_err(|e| io_error("shm_unlink", name, e))
+    }
+
+    /// Whether the segment was marked removed by `unlink`.
+    pub(crate) fn is_marked_removed(&self) -> bool {
+        // Acquire: pairs with the Release in `unlink`.
+        state_word(&self.mapping).load(Ordering::Acquire) == state::REMOVED
+    }
+
+    /// Whether the name now points at another file than the one mapped here (the
+    /// segment was removed and the name reused). A system call: for slow paths.
+    pub(crate) fn name_points_elsewhere(&self) -> bool {
+        platform::shm_lstat(&name::object(&self.name)).is_ok_and(|file| file.identity != self.file)
+    }
+
+    /// Whether the name still points at the file mapped here. A system call.
+    pub(crate) fn name_points_here(&self) -> bool {
+        platform::shm_lstat(&name::object(&self.name)).is_ok_and(|file| file.identity == self.file)
     }
 
     /// The segment's name.
@@ -292,5 +389,22 @@ fn state_word(mapping: &Mapping) -> &StdAtomicU32 {
                 .add(std::mem::offset_of!(Identity, state))
                 .cast::<u32>(),
         )
+    }
+}
+
+/// Removes the private objects of segment builds whose process is gone (a creator
+/// killed before it published its segment). Best effort: errors are ignored.
+fn remove_abandoned_builds() {
+    let Ok(names) = platform::list_shm(name::OBJECT_PREFIX) else {
+        return;
+    };
+    for rest in names {
+        let Some(build) = rest.strip_prefix(name::BUILDING_PREFIX) else {
+            continue;
+        };
+        let pid = build.split('-').next().and_then(|pid| pid.parse().ok());
+        if pid.is_some_and(|pid| !platform::process_exists(pid)) {
+            let _ = platform::shm_unlink(&format!("{}{rest}", name::OBJECT_PREFIX));
+        }
     }
 }

@@ -87,14 +87,33 @@ const STALL_SLICE: Duration = Duration::from_millis(1);
 pub(crate) struct SweepSchedule {
     last_sweep: Cell<Instant>,
     empty_polls: Cell<u32>,
+    /// When a waiting call last checked whether the name still points at this
+    /// handle's segment.
+    last_name_check: Cell<Instant>,
 }
+
+/// How often a waiting call checks that the segment's name still points at its
+/// segment (a system call).
+const NAME_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 impl SweepSchedule {
     pub(crate) fn new() -> Self {
         Self {
             last_sweep: Cell::new(Instant::now()),
             empty_polls: Cell::new(0),
+            last_name_check: Cell::new(Instant::now()),
         }
+    }
+
+    /// Whether a waiting call should check its segment's name now (at most every
+    /// [`NAME_CHECK_INTERVAL`]); records the check.
+    pub(crate) fn name_check_due(&self) -> bool {
+        let now = Instant::now();
+        if now.saturating_duration_since(self.last_name_check.get()) < NAME_CHECK_INTERVAL {
+            return false;
+        }
+        self.last_name_check.set(now);
+        true
     }
 
     /// Records that a sweep starts now.

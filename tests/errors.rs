@@ -47,7 +47,7 @@ fn bad_options_are_invalid_options_and_huge_ones_too_large() {
     }
     let err = Queue::create(&unique("bad"), &Options::new(8, 16).mode(0o4777)).unwrap_err();
     assert!(
-        matches!(err, Error::InvalidMode { mode: 0o4777 }),
+        matches!(err, Error::InvalidMode { mode: 0o4777, .. }),
         "{err:?}"
     );
     let err = Queue::create(&unique("huge"), &Options::new(1 << 32, 1 << 20)).unwrap_err();

@@ -5,11 +5,12 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::access::Access;
 use crate::error::{Error, SendError, TrySendError};
 use crate::options::Options;
 use crate::platform;
 use crate::ring::{Direction, Received, Redelivery, Ring, Scope};
-use crate::segment::Segment;
+use crate::segment::{Patience, Segment};
 use crate::shm::ShmPlatform;
 use crate::wait::{SweepSchedule, Wait, WaitStrategy, Waiter};
 
@@ -71,7 +72,10 @@ impl Queue {
         Self::attach(segment, fd)
     }
 
-    /// Attaches to the existing segment `name`.
+    /// Attaches to the existing segment `name`, if its file is one this process
+    /// trusts by default: owned by this process's effective user, not writable by
+    /// every user, not readable without write by anyone (see [`Access`];
+    /// [`open_with`](Self::open_with) trusts more).
     ///
     /// ```
     /// use shmq::{Options, Queue};
@@ -83,12 +87,34 @@ impl Queue {
     /// # Ok::<(), shmq::Error>(())
     /// ```
     pub fn open(name: &str) -> Result<Self, Error> {
-        let (segment, fd) = Segment::open(name)?;
+        Self::open_with(name, &Access::default())
+    }
+
+    /// Attaches to the existing segment `name` if its file passes `access`: for a
+    /// segment another user (or group) creates for this one.
+    ///
+    /// ```
+    /// use shmq::{Access, Error, Options, Queue, TrustProblem};
+    /// # let name = "doc-open-with";
+    /// let shared = Queue::create(name, &Options::new(2, 8).mode(0o666))?;
+    /// // Writable by every user: refused unless asked for.
+    /// assert!(matches!(
+    ///     Queue::open(name),
+    ///     Err(Error::Untrusted { problem: TrustProblem::WorldWritable { .. }, .. })
+    /// ));
+    /// let opened = Queue::open_with(name, &Access::new().allow_world_writable())?;
+    /// # Queue::unlink(name)?;
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn open_with(name: &str, access: &Access) -> Result<Self, Error> {
+        let (segment, fd) = Segment::open(name, access, Patience::WaitForCreator)?;
         Self::attach(segment, fd)
     }
 
     /// Opens `name`, creating it with `options` if it does not exist. An existing
-    /// segment keeps its own capacity and message size.
+    /// segment keeps its own capacity and message size, and must pass
+    /// `options.access` (a world-writable segment also passes if `options.mode` is
+    /// world-writable): another user's file under the name is refused, never used.
     ///
     /// ```
     /// use shmq::{Options, Queue};
@@ -105,7 +131,7 @@ impl Queue {
                 Err(Error::AlreadyExists { .. }) => {}
                 other => return other,
             }
-            match Self::open(name) {
+            match Self::open_with(name, &options.effective_access()) {
                 // Removed between our two calls: try creating again.
                 Err(Error::NotFound { .. }) => continue,
                 other => return other,
@@ -314,6 +340,9 @@ impl Queue {
                 Err(e) => return Err(blocking_send_error(e)),
             }
             let waiter = waiter.get_or_insert_with(|| Waiter::new(self.wait, deadline));
+            if waiter.due_for_sweep(&self.ring, &self.schedule) && self.orphaned() {
+                return Err(SendError::Orphaned);
+            }
             if waiter.wait(&self.ring, &self.schedule, Direction::NotFull) == Wait::TimedOut {
                 return Err(SendError::Timeout);
             }
@@ -325,4 +354,12 @@ impl Queue {
 /// blocking send waits that out).
 fn blocking_send_error(e: TrySendError) -> SendError {
     SendError::try_from(e).unwrap_or(SendError::Timeout)
+}
+
+impl Queue {
+    /// Whether the segment's name now points at another segment (checked now and
+    /// then by waiting calls; a system call).
+    fn orphaned(&self) -> bool {
+        self.schedule.name_check_due() && self.ring.memory().name_points_elsewhere()
+    }
 }

@@ -273,6 +273,9 @@ impl Queue {
                     Err(TryRecvError::Empty) => {}
                     Err(e) => return Err(blocking_recv_error(e)),
                 }
+                if self.orphaned() {
+                    return Err(RecvError::Orphaned);
+                }
             }
             if waiter.wait(&self.ring, &self.schedule, Direction::NotEmpty) == Wait::TimedOut {
                 return Err(RecvError::Timeout);

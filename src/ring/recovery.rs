@@ -207,7 +207,14 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
     ) {
         let record = self.memory.participant(index);
         // Acquire: pairs with registration, so the claims are the owner's.
-        if record.state.load(Ordering::Acquire) != participant::ACTIVE {
+        let state = record.state.load(Ordering::Acquire);
+        if state == participant::FREE {
+            return;
+        }
+        // A state that is neither FREE nor ACTIVE was written by something other
+        // than shmq: no registrant can take the record, so it is reclaimed like a
+        // dead participant's once nobody holds its liveness lock (housekeeping only).
+        if state != participant::ACTIVE && scope == Scope::Outstanding {
             return;
         }
         // A cheap first look, to ask the platform about liveness only when something

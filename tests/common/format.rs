@@ -1,3 +1,6 @@
+// Each test crate that includes this module uses only part of it.
+#![allow(dead_code)]
+
 //! shmq's shared-memory format, layout v1, written down here independently of the
 //! library (whose `layout` module is private): the hostile tests forge headers and
 //! scribble on slots byte by byte, so a change to the format must be made here too,
