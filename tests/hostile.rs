@@ -10,7 +10,7 @@
 mod common;
 #[path = "common/format.rs"]
 mod format;
-use common::{unique, ExecutableCopy, Reach};
+use common::{unique, ExecutableCopy, Reach, UnlinkOnDrop};
 use format::{identity, Geometry, LAYOUT_VERSION, MAGIC, POS_MASK, SLOT_HEADER_SIZE};
 
 use std::fs;
@@ -657,6 +657,7 @@ fn another_user_is_refused_a_private_segment() {
     }
     let private = unique("private");
     let shared = unique("shared");
+    let _unlink = (UnlinkOnDrop(&private), UnlinkOnDrop(&shared));
     let _private = Queue::create(&private, &Options::new(2, 8)).expect("create");
     let _shared = Queue::create(&shared, &Options::new(2, 8).mode(0o666)).expect("create");
     let mode = |name: &str| {
@@ -680,8 +681,6 @@ fn another_user_is_refused_a_private_segment() {
         .stdin(Stdio::null())
         .output()
         .expect("run the child as uid 65534");
-    let _ = Queue::unlink(&private);
-    let _ = Queue::unlink(&shared);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

@@ -17,6 +17,15 @@ pub fn unique(tag: &str) -> String {
     format!("{}-{tag}-{}", env!("CARGO_CRATE_NAME"), std::process::id())
 }
 
+/// Unlinks the segment it names when dropped, however the test ends.
+pub struct UnlinkOnDrop<'a>(pub &'a str);
+
+impl Drop for UnlinkOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = shmq::Queue::unlink(self.0);
+    }
+}
+
 /// CPU time (user + system) this process has used so far.
 pub fn process_cpu_time() -> Duration {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
