@@ -12,8 +12,18 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// A segment name unique to this test binary's process: `<test crate>-<tag>-<pid>`
-/// (`.ci/run` checks no such name is left in /dev/shm).
+/// (`.ci/run` checks no such name is left in /dev/shm). Characters of `tag` a name
+/// may not hold are replaced: `µ` (from a `Duration`'s debug form) by `u`, the rest
+/// by `_`.
 pub fn unique(tag: &str) -> String {
+    let tag: String = tag
+        .chars()
+        .map(|c| match c {
+            'µ' => 'u',
+            c if c.is_ascii_alphanumeric() || "._-@+:".contains(c) => c,
+            _ => '_',
+        })
+        .collect();
     format!("{}-{tag}-{}", env!("CARGO_CRATE_NAME"), std::process::id())
 }
 
