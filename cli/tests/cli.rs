@@ -332,3 +332,46 @@ fn hybrid_baselines_spin_then_sleep_and_still_deliver() {
         assert!(samples > 100, "`{label}` took {samples} samples:\n{out}");
     }
 }
+
+// ---- names shown escaped ------------------------------------------------------------
+
+#[test]
+fn ls_shows_a_name_with_terminal_escapes_escaped() {
+    // A file some other program made: shmq itself no longer accepts such names.
+    let name = format!("cli-esc-\x1b[31mred\u{9b}2J\u{202e}-{}", std::process::id());
+    let path = format!("/dev/shm/shmq.{name}");
+    std::fs::write(&path, b"").expect("create the file");
+    struct Remove<'a>(&'a str);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let _remove = Remove(&path);
+    let escaped = format!(
+        "cli-esc-\\x1b[31mred\\u{{9b}}2J\\u{{202e}}-{}",
+        std::process::id()
+    );
+    let listed = shmq(&["ls"], b"");
+    let out = stdout(&listed);
+    assert_eq!(code(&listed), 0, "{}", stderr(&listed));
+    let row = out.lines().find(|l| l.starts_with(&escaped));
+    assert!(row.is_some(), "no escaped row in:\n{}", out.escape_debug());
+    assert!(
+        !out.contains(['\x1b', '\u{9b}', '\u{202e}']),
+        "{}",
+        out.escape_debug()
+    );
+    let json = shmq(&["ls", "--json"], b"");
+    assert!(json.stdout.is_ascii(), "{}", stdout(&json).escape_debug());
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert!(value
+        .as_array()
+        .expect("array")
+        .iter()
+        .any(|s| s["name"] == name.as_str()));
+    // Errors quoting the name escape it too.
+    let removed = shmq(&["rm", &name], b"");
+    assert!(stderr(&removed).contains(&escaped), "{}", stderr(&removed));
+    assert!(!stderr(&removed).contains('\x1b'));
+}

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use shmq::{Queue, RecvError, SendError};
 
+use super::escape::shown;
+use super::escaped;
 use crate::error::{stdout_error, CliError, EX_DATAERR, EX_OSERR, EX_SOFTWARE, EX_TEMPFAIL};
 use crate::units::parse_duration;
 
@@ -41,7 +43,7 @@ pub struct RecvArgs {
 
 /// `shmq send`.
 pub fn send(args: &SendArgs) -> Result<(), CliError> {
-    let queue = Queue::open(&args.name)?;
+    let queue = Queue::open(&args.name).map_err(escaped)?;
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     let mut sent = 0u64;
@@ -149,7 +151,7 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// `shmq recv`.
 pub fn recv(args: &RecvArgs) -> Result<(), CliError> {
-    let queue = Queue::open(&args.name)?;
+    let queue = Queue::open(&args.name).map_err(escaped)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut received = 0u64;
@@ -169,7 +171,7 @@ pub fn recv(args: &RecvArgs) -> Result<(), CliError> {
                 ))
             }
             Err(e @ RecvError::Corrupt { .. }) => {
-                eprintln!("shmq: {e}");
+                eprintln!("shmq: {}", shown(&e.to_string()));
                 continue;
             }
             Err(e) => return Err(CliError::new(EX_SOFTWARE, e.to_string())),
