@@ -1,6 +1,7 @@
 //! Runs the real `shmq` binary: segment tools, exit codes, and a short bench.
 
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Output, Stdio};
 
 use shmq::{Options, Queue};
@@ -331,6 +332,62 @@ fn hybrid_baselines_spin_then_sleep_and_still_deliver() {
         let samples = samples_in_row(&out, label);
         assert!(samples > 100, "`{label}` took {samples} samples:\n{out}");
     }
+}
+
+// ---- bounded input -----------------------------------------------------------------
+
+const EX_DATAERR: i32 = 65;
+
+#[test]
+fn an_overlong_line_is_refused_without_being_held_in_memory() {
+    const LINE: usize = 64 << 20;
+    /// Address space for `shmq send`: a few MiB suffice; the line does not fit.
+    const ADDRESS_SPACE: libc::rlim_t = 32 << 20;
+    let name = Name::new("long-line");
+    let queue = Queue::create(&name.0, &Options::new(8, 64)).expect("create");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shmq"));
+    command
+        .args(["send", &name.0])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: the closure runs in the child between fork and exec and calls only
+    // setrlimit, which is async-signal-safe, on a limit struct of its own.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: ADDRESS_SPACE,
+                rlim_max: ADDRESS_SPACE,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let mut child = command.spawn().expect("start shmq send");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // `shmq send` stops reading at the long line: the writer then sees EPIPE.
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 1 << 20];
+        let _ = stdin.write_all(b"first\n");
+        for _ in 0..LINE / chunk.len() {
+            if stdin.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+        let _ = stdin.write_all(b"\nlast\n");
+    });
+    let output = child.wait_with_output().expect("wait for shmq send");
+    writer.join().expect("writer");
+    let err = stderr(&output);
+    assert_eq!(code(&output), EX_DATAERR, "{err}");
+    assert!(
+        err.contains("message 2: line longer than this segment's maximum of 64 bytes"),
+        "{err}"
+    );
+    assert_eq!(queue.try_recv().expect("the first line"), b"first");
+    assert_eq!(queue.info().occupancy, 0);
 }
 
 // ---- names shown escaped ------------------------------------------------------------

@@ -59,7 +59,7 @@ pub fn send(args: &SendArgs) -> Result<(), CliError> {
     if args.framed {
         send_frames(&mut input, queue.max_message_size(), &mut put)
     } else {
-        send_lines(&mut input, &mut put)
+        send_lines(&mut input, queue.max_message_size(), &mut put)
     }
 }
 
@@ -97,6 +97,8 @@ fn send_frames(
             }
         }
         let len = u32::from_le_bytes(prefix) as usize;
+        // Checked before a byte of the frame is read: the buffer never grows past
+        // the segment's maximum.
         if len as u64 > max_message_size {
             return Err(CliError::new(
                 EX_DATAERR,
@@ -117,21 +119,77 @@ fn send_frames(
     }
 }
 
-/// Each line, without its newline, to `put`.
+/// Each line, without its newline, to `put`. A line longer than the segment's
+/// maximum message size ends the run with a data error, as soon as it is known to
+/// be too long: at most that many bytes of a line are ever held.
 fn send_lines(
     input: &mut impl BufRead,
+    max_message_size: u64,
     put: &mut impl FnMut(&[u8]) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
+    let max = usize::try_from(max_message_size).unwrap_or(usize::MAX);
     let mut line = Vec::new();
+    let mut lines = 0u64;
     loop {
-        line.clear();
-        if input.read_until(b'\n', &mut line).map_err(stdin_error)? == 0 {
-            return Ok(());
+        match read_line_within(input, &mut line, max).map_err(stdin_error)? {
+            Line::End => return Ok(()),
+            Line::Fits => put(&line)?,
+            Line::TooLong => {
+                return Err(CliError::new(
+                    EX_DATAERR,
+                    format!(
+                        "message {}: line longer than this segment's maximum of {max} bytes; \
+                         stopped reading it",
+                        lines + 1
+                    ),
+                ))
+            }
         }
-        if line.last() == Some(&b'\n') {
-            line.pop();
+        lines += 1;
+    }
+}
+
+/// What [`read_line_within`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// End of input: no line.
+    End,
+    /// A line of at most the maximum length (without its newline).
+    Fits,
+    /// A line longer than the maximum; its first bytes were read, the rest were not.
+    TooLong,
+}
+
+/// Reads the next line, without its newline, into `line`, holding at most `max`
+/// bytes of it. The last line may lack a newline.
+fn read_line_within(
+    input: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Line> {
+    line.clear();
+    let mut started = false;
+    loop {
+        let available = match input.fill_buf() {
+            Ok(available) => available,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(if started { Line::Fits } else { Line::End });
         }
-        put(&line)?;
+        started = true;
+        let newline = available.iter().position(|&b| b == b'\n');
+        let part = &available[..newline.unwrap_or(available.len())];
+        if part.len() > max - line.len() {
+            return Ok(Line::TooLong);
+        }
+        line.extend_from_slice(part);
+        let used = part.len() + usize::from(newline.is_some());
+        input.consume(used);
+        if newline.is_some() {
+            return Ok(Line::Fits);
+        }
     }
 }
 
