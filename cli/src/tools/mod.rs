@@ -1,9 +1,11 @@
 //! Segment tools: `create`, `send`, `recv`, `inspect`, `ls`, `rm`. Sending and
-//! receiving through stdin / stdout are in [`stream`]; what `inspect` and `ls` show
-//! of a segment is in [`info`]; how every name is printed is in [`escape`].
+//! receiving through stdin / stdout are in [`stream`], and what `recv` knows of a
+//! pipe on stdout in [`pipe`]; what `inspect` and `ls` show of a segment is in
+//! [`info`]; how every name is printed is in [`escape`].
 
 mod escape;
 mod info;
+mod pipe;
 mod stream;
 
 use clap::Args;
