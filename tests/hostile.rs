@@ -10,7 +10,7 @@
 mod common;
 #[path = "common/format.rs"]
 mod format;
-use common::unique;
+use common::{unique, ExecutableCopy, Reach, UnlinkOnDrop};
 use format::{identity, Geometry, LAYOUT_VERSION, MAGIC, POS_MASK, SLOT_HEADER_SIZE};
 
 use std::fs;
@@ -657,6 +657,7 @@ fn another_user_is_refused_a_private_segment() {
     }
     let private = unique("private");
     let shared = unique("shared");
+    let _unlink = (UnlinkOnDrop(&private), UnlinkOnDrop(&shared));
     let _private = Queue::create(&private, &Options::new(2, 8)).expect("create");
     let _shared = Queue::create(&shared, &Options::new(2, 8).mode(0o666)).expect("create");
     let mode = |name: &str| {
@@ -669,16 +670,17 @@ fn another_user_is_refused_a_private_segment() {
     assert_eq!(mode(&private), 0o600, "segments are private by default");
     assert_eq!(mode(&shared), 0o666);
     // The child drops to nobody (std calls setgroups, setgid, then setuid between
-    // fork and exec) and reports what Queue::open said.
-    let output = common::child_command("child_process", true, ROLE, "open-as-nobody")
+    // fork and exec) and reports what Queue::open said. It runs a copy of this binary
+    // that nobody can reach: the checkout may sit in a directory only root can enter.
+    let copy = ExecutableCopy::new(Reach::AnyUser).expect("copy the test binary for uid 65534");
+    let output = copy
+        .child_command("child_process", true, ROLE, "open-as-nobody")
         .env("SHMQ_QUEUES", format!("{private},{shared}"))
         .uid(65534)
         .gid(65534)
         .stdin(Stdio::null())
         .output()
         .expect("run the child as uid 65534");
-    let _ = Queue::unlink(&private);
-    let _ = Queue::unlink(&shared);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -691,6 +693,30 @@ fn another_user_is_refused_a_private_segment() {
         "{stdout}"
     );
     assert!(stdout.contains(&format!("open {shared}: Ok")), "{stdout}");
+}
+
+#[test]
+fn another_user_test_passes_when_this_binary_sits_where_only_root_can_enter() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipped: dropping to uid 65534 needs root");
+        return;
+    }
+    // A checkout cloned by root into a 0700 directory: its test binaries are out of
+    // uid 65534's reach. Run the other-user test from such a place.
+    let private = ExecutableCopy::new(Reach::OwnerOnly).expect("copy the test binary");
+    let output = std::process::Command::new(private.path())
+        .args(["--exact", "another_user_is_refused_a_private_segment"])
+        .args(["--nocapture", "--test-threads=1"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the copy in a 0700 directory");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// Slot payloads start right after the header; keep the scribbler's offset honest.

@@ -1,6 +1,7 @@
 //! Runs the real `shmq` binary: segment tools, exit codes, and a short bench.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Output, Stdio};
 
 use shmq::{Options, Queue};
@@ -331,4 +332,177 @@ fn hybrid_baselines_spin_then_sleep_and_still_deliver() {
         let samples = samples_in_row(&out, label);
         assert!(samples > 100, "`{label}` took {samples} samples:\n{out}");
     }
+}
+
+// ---- delivery through stdout, bounded input, names shown escaped --------------------
+
+const EX_DATAERR: i32 = 65;
+const EX_OSERR: i32 = 71;
+
+/// A segment of capacity 32 holding `count` messages `message-0`, `message-1`, ….
+fn queue_holding(name: &Name, count: u64) -> Queue {
+    let queue = Queue::create(&name.0, &Options::new(32, 64)).expect("create");
+    for i in 0..count {
+        queue
+            .try_send(format!("message-{i}").as_bytes())
+            .expect("send");
+    }
+    queue
+}
+
+/// The number in `… N taken from the queue …` of `shmq recv`'s closing message.
+fn taken_from_the_queue(stderr: &str) -> u64 {
+    stderr
+        .split(" taken from the queue")
+        .next()
+        .and_then(|before| before.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no `N taken from the queue` in: {stderr}"))
+}
+
+#[test]
+fn recv_into_a_pipe_whose_reader_leaves_takes_at_most_one_message_it_did_not_read() {
+    const QUEUED: u64 = 20;
+    let name = Name::new("reader-leaves");
+    let queue = queue_holding(&name, QUEUED);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shmq"))
+        .args(["recv", &name.0, "--timeout", "5s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start shmq recv");
+    // The reader takes exactly one line, a byte at a time (as a shell's `read` does),
+    // and goes away, as `| head -n1` does.
+    let mut reader = child.stdout.take().expect("stdout");
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    while reader.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    drop(reader);
+    let output = child.wait_with_output().expect("wait for shmq recv");
+    assert_eq!(line, b"message-0");
+    let err = stderr(&output);
+    assert_eq!(code(&output), EX_OSERR, "{err}");
+    // What `recv` guarantees: it took the message the reader read, and at most one
+    // more (written but left unread, or whose write failed); it says how many.
+    let taken = taken_from_the_queue(&err);
+    assert!(taken == 1 || taken == 2, "{err}");
+    assert_eq!(queue.info().occupancy, QUEUED - taken, "{err}");
+    let next = queue.try_recv().expect("the rest is still queued");
+    assert_eq!(next, format!("message-{taken}").as_bytes());
+}
+
+#[test]
+fn recv_stops_at_the_first_message_it_cannot_write_and_says_so() {
+    let name = Name::new("full-stdout");
+    let queue = queue_holding(&name, 3);
+    let output = Command::new(env!("CARGO_BIN_EXE_shmq"))
+        .args(["recv", &name.0, "--timeout", "5s"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create("/dev/full").expect("open /dev/full"))
+        .output()
+        .expect("run shmq recv");
+    let err = stderr(&output);
+    assert_eq!(code(&output), EX_OSERR, "{err}");
+    assert!(
+        err.contains("writing message 1 to stdout failed")
+            && err.contains("1 taken from the queue, 0 written: message 1 is lost"),
+        "{err}"
+    );
+    assert_eq!(queue.info().occupancy, 2, "{err}");
+}
+
+#[test]
+fn an_overlong_line_is_refused_without_being_held_in_memory() {
+    const LINE: usize = 64 << 20;
+    /// Address space for `shmq send`: a few MiB suffice; the line does not fit.
+    const ADDRESS_SPACE: libc::rlim_t = 32 << 20;
+    let name = Name::new("long-line");
+    let queue = Queue::create(&name.0, &Options::new(8, 64)).expect("create");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shmq"));
+    command
+        .args(["send", &name.0])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: the closure runs in the child between fork and exec and calls only
+    // setrlimit, which is async-signal-safe, on a limit struct of its own.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: ADDRESS_SPACE,
+                rlim_max: ADDRESS_SPACE,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let mut child = command.spawn().expect("start shmq send");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // `shmq send` stops reading at the long line: the writer then sees EPIPE.
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 1 << 20];
+        let _ = stdin.write_all(b"first\n");
+        for _ in 0..LINE / chunk.len() {
+            if stdin.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+        let _ = stdin.write_all(b"\nlast\n");
+    });
+    let output = child.wait_with_output().expect("wait for shmq send");
+    writer.join().expect("writer");
+    let err = stderr(&output);
+    assert_eq!(code(&output), EX_DATAERR, "{err}");
+    assert!(
+        err.contains("message 2: line longer than this segment's maximum of 64 bytes"),
+        "{err}"
+    );
+    assert_eq!(queue.try_recv().expect("the first line"), b"first");
+    assert_eq!(queue.info().occupancy, 0);
+}
+
+#[test]
+fn ls_shows_a_name_with_terminal_escapes_escaped() {
+    // A file some other program made: shmq itself no longer accepts such names.
+    let name = format!("cli-esc-\x1b[31mred\u{9b}2J\u{202e}-{}", std::process::id());
+    let path = format!("/dev/shm/shmq.{name}");
+    std::fs::write(&path, b"").expect("create the file");
+    struct Remove<'a>(&'a str);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let _remove = Remove(&path);
+    let escaped = format!(
+        "cli-esc-\\x1b[31mred\\u{{9b}}2J\\u{{202e}}-{}",
+        std::process::id()
+    );
+    let listed = shmq(&["ls"], b"");
+    let out = stdout(&listed);
+    assert_eq!(code(&listed), 0, "{}", stderr(&listed));
+    let row = out.lines().find(|l| l.starts_with(&escaped));
+    assert!(row.is_some(), "no escaped row in:\n{}", out.escape_debug());
+    assert!(
+        !out.contains(['\x1b', '\u{9b}', '\u{202e}']),
+        "{}",
+        out.escape_debug()
+    );
+    let json = shmq(&["ls", "--json"], b"");
+    assert!(json.stdout.is_ascii(), "{}", stdout(&json).escape_debug());
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert!(value
+        .as_array()
+        .expect("array")
+        .iter()
+        .any(|s| s["name"] == name.as_str()));
+    // Errors quoting the name escape it too.
+    let removed = shmq(&["rm", &name], b"");
+    assert!(stderr(&removed).contains(&escaped), "{}", stderr(&removed));
+    assert!(!stderr(&removed).contains('\x1b'));
 }

@@ -11,6 +11,8 @@ use clap::Args;
 use serde_json::{json, Value};
 use shmq::{ParticipantInfo, Queue, SegmentInfo};
 
+use super::escape::{ascii_json, shown};
+use super::escaped;
 use crate::error::{stdout_error, CliError, EX_SOFTWARE};
 
 /// `shmq inspect`.
@@ -136,7 +138,7 @@ impl<'a> SegmentView<'a> {
     fn text(&self) -> String {
         let mut text = String::new();
         let r = &self.recovery;
-        let _ = writeln!(text, "segment        {}", self.name);
+        let _ = writeln!(text, "segment        {}", shown(self.name));
         let _ = writeln!(text, "layout         v{}", self.version);
         let _ = writeln!(
             text,
@@ -183,7 +185,7 @@ impl<'a> SegmentView<'a> {
     fn ls_row(&self, name: &str) -> String {
         format!(
             "{:<32} {:>10} {:>10} {:>6} {:>6}  {}",
-            name,
+            shown(name),
             self.shown_occupancy(),
             self.capacity,
             self.live,
@@ -265,21 +267,23 @@ pub(super) fn in_use_message(name: &str, info: &SegmentInfo) -> String {
         .map(|p| p.pid.to_string())
         .collect();
     format!(
-        "segment `{name}` has {} live participant(s) (pid {}); not removed (use --force)",
+        "segment `{}` has {} live participant(s) (pid {}); not removed (use --force)",
+        shown(name),
         view.live,
         pids.join(", ")
     )
 }
 
+/// Prints `value` as ASCII JSON (names may hold anything; see [`ascii_json`]).
 fn print_json(value: &Value) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| CliError::new(EX_SOFTWARE, format!("encoding JSON: {e}")))?;
-    writeln!(std::io::stdout(), "{text}").map_err(stdout_error)
+    writeln!(std::io::stdout(), "{}", ascii_json(&text)).map_err(stdout_error)
 }
 
 /// `shmq inspect`.
 pub fn inspect(args: &InspectArgs) -> Result<(), CliError> {
-    let info = Queue::inspect(&args.name)?;
+    let info = Queue::inspect(&args.name).map_err(escaped)?;
     let view = SegmentView::of(&info);
     if args.json {
         return print_json(&view.json());
@@ -289,7 +293,7 @@ pub fn inspect(args: &InspectArgs) -> Result<(), CliError> {
 
 /// `shmq ls`.
 pub fn ls(args: &LsArgs) -> Result<(), CliError> {
-    let segments = Queue::list()?;
+    let segments = Queue::list().map_err(escaped)?;
     if args.json {
         let list: Vec<Value> = segments
             .iter()
@@ -307,13 +311,17 @@ pub fn ls(args: &LsArgs) -> Result<(), CliError> {
         "NAME", "OCCUPANCY", "CAPACITY", "LIVE", "DEAD"
     );
     for entry in &segments {
-        let name = &entry.name;
         let _ = match &entry.info {
-            Ok(info) => writeln!(text, "{}", SegmentView::of(info).ls_row(name)),
+            Ok(info) => writeln!(text, "{}", SegmentView::of(info).ls_row(&entry.name)),
             Err(e) => writeln!(
                 text,
-                "{name:<32} {:>10} {:>10} {:>6} {:>6}  error: {e}",
-                "-", "-", "-", "-"
+                "{:<32} {:>10} {:>10} {:>6} {:>6}  error: {}",
+                shown(&entry.name),
+                "-",
+                "-",
+                "-",
+                "-",
+                shown(&e.to_string())
             ),
         };
     }

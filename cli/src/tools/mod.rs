@@ -1,14 +1,18 @@
 //! Segment tools: `create`, `send`, `recv`, `inspect`, `ls`, `rm`. Sending and
-//! receiving through stdin / stdout are in [`stream`]; what `inspect` and `ls` show
-//! of a segment is in [`info`].
+//! receiving through stdin / stdout are in [`stream`], and what `recv` knows of a
+//! pipe on stdout in [`pipe`]; what `inspect` and `ls` show of a segment is in
+//! [`info`]; how every name is printed is in [`escape`].
 
+mod escape;
 mod info;
+mod pipe;
 mod stream;
 
 use clap::Args;
 use shmq::{Options, Queue, Removal};
 
 use crate::error::{CliError, EX_UNAVAILABLE};
+use escape::shown;
 
 pub use info::{inspect, ls, InspectArgs, LsArgs};
 pub use stream::{recv, send, RecvArgs, SendArgs};
@@ -16,7 +20,8 @@ pub use stream::{recv, send, RecvArgs, SendArgs};
 /// `shmq create`.
 #[derive(Args, Debug)]
 pub struct CreateArgs {
-    /// Segment name (the object is /dev/shm/shmq.NAME).
+    /// Segment name: ASCII letters, digits and . _ - @ + : (starting with a letter,
+    /// digit or _); the object is /dev/shm/shmq.NAME.
     pub name: String,
     /// Messages the queue holds (a power of two).
     #[arg(long, default_value_t = 1024)]
@@ -53,10 +58,10 @@ pub fn create(args: &CreateArgs) -> Result<(), CliError> {
     let options = Options::new(args.capacity, args.max_size)
         .mode(args.mode)
         .max_participants(args.participants);
-    let queue = Queue::create(&args.name, &options)?;
+    let queue = Queue::create(&args.name, &options).map_err(escaped)?;
     eprintln!(
         "created segment `{}`: capacity {}, max message {} bytes, mode {:04o}",
-        queue.name(),
+        shown(queue.name()),
         queue.capacity(),
         queue.max_message_size(),
         args.mode
@@ -69,7 +74,7 @@ pub fn rm(args: &RmArgs) -> Result<(), CliError> {
     let mut failure = None;
     for name in &args.names {
         let outcome = if args.force {
-            Queue::unlink(name).map(|()| eprintln!("removed `{name}`"))
+            Queue::unlink(name).map(|()| eprintln!("removed `{}`", shown(name)))
         } else {
             Queue::remove_if_unused(name).map(|removal| match removal {
                 Removal::InUse(info) => {
@@ -77,15 +82,21 @@ pub fn rm(args: &RmArgs) -> Result<(), CliError> {
                     failure.get_or_insert(CliError::new(EX_UNAVAILABLE, ""));
                 }
                 // `Removed`, and whatever outcome a later library version adds.
-                _ => eprintln!("removed `{name}`"),
+                _ => eprintln!("removed `{}`", shown(name)),
             })
         };
         if let Err(e) = outcome {
             // A segment too broken to inspect can still be removed with --force.
-            let e = CliError::from(e);
+            let e = escaped(e);
             eprintln!("shmq: {}", e.message);
             failure.get_or_insert(CliError::new(e.code, ""));
         }
     }
     failure.map_or(Ok(()), Err)
+}
+
+/// A library error as the tools report it: its message quotes names, escaped.
+fn escaped(e: shmq::Error) -> CliError {
+    let e = CliError::from(e);
+    CliError::new(e.code, shown(&e.message))
 }

@@ -1,14 +1,20 @@
 //! `shmq send` and `shmq recv`: messages from stdin into a segment, and from a
 //! segment to stdout, one per line or as length-prefixed frames.
 
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, BufWriter, Read, StdoutLock, Write};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use shmq::{Queue, RecvError, SendError};
 
-use crate::error::{stdout_error, CliError, EX_DATAERR, EX_OSERR, EX_SOFTWARE, EX_TEMPFAIL};
+use super::escape::shown;
+use super::{escaped, pipe};
+use crate::error::{CliError, EX_DATAERR, EX_OSERR, EX_SOFTWARE, EX_TEMPFAIL};
 use crate::units::parse_duration;
+
+/// Longest single wait for a message: between two, `recv` checks its timeout and
+/// whether stdout's reader is still there.
+const WAIT_SLICE: Duration = Duration::from_millis(250);
 
 /// `shmq send`.
 #[derive(Args, Debug)]
@@ -41,7 +47,7 @@ pub struct RecvArgs {
 
 /// `shmq send`.
 pub fn send(args: &SendArgs) -> Result<(), CliError> {
-    let queue = Queue::open(&args.name)?;
+    let queue = Queue::open(&args.name).map_err(escaped)?;
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     let mut sent = 0u64;
@@ -57,7 +63,7 @@ pub fn send(args: &SendArgs) -> Result<(), CliError> {
     if args.framed {
         send_frames(&mut input, queue.max_message_size(), &mut put)
     } else {
-        send_lines(&mut input, &mut put)
+        send_lines(&mut input, queue.max_message_size(), &mut put)
     }
 }
 
@@ -95,6 +101,8 @@ fn send_frames(
             }
         }
         let len = u32::from_le_bytes(prefix) as usize;
+        // Checked before a byte of the frame is read: the buffer never grows past
+        // the segment's maximum.
         if len as u64 > max_message_size {
             return Err(CliError::new(
                 EX_DATAERR,
@@ -115,21 +123,77 @@ fn send_frames(
     }
 }
 
-/// Each line, without its newline, to `put`.
+/// Each line, without its newline, to `put`. A line longer than the segment's
+/// maximum message size ends the run with a data error, as soon as it is known to
+/// be too long: at most that many bytes of a line are ever held.
 fn send_lines(
     input: &mut impl BufRead,
+    max_message_size: u64,
     put: &mut impl FnMut(&[u8]) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
+    let max = usize::try_from(max_message_size).unwrap_or(usize::MAX);
     let mut line = Vec::new();
+    let mut lines = 0u64;
     loop {
-        line.clear();
-        if input.read_until(b'\n', &mut line).map_err(stdin_error)? == 0 {
-            return Ok(());
+        match read_line_within(input, &mut line, max).map_err(stdin_error)? {
+            Line::End => return Ok(()),
+            Line::Fits => put(&line)?,
+            Line::TooLong => {
+                return Err(CliError::new(
+                    EX_DATAERR,
+                    format!(
+                        "message {}: line longer than this segment's maximum of {max} bytes; \
+                         stopped reading it",
+                        lines + 1
+                    ),
+                ))
+            }
         }
-        if line.last() == Some(&b'\n') {
-            line.pop();
+        lines += 1;
+    }
+}
+
+/// What [`read_line_within`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// End of input: no line.
+    End,
+    /// A line of at most the maximum length (without its newline).
+    Fits,
+    /// A line longer than the maximum; its first bytes were read, the rest were not.
+    TooLong,
+}
+
+/// Reads the next line, without its newline, into `line`, holding at most `max`
+/// bytes of it. The last line may lack a newline.
+fn read_line_within(
+    input: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Line> {
+    line.clear();
+    let mut started = false;
+    loop {
+        let available = match input.fill_buf() {
+            Ok(available) => available,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(if started { Line::Fits } else { Line::End });
         }
-        put(&line)?;
+        started = true;
+        let newline = available.iter().position(|&b| b == b'\n');
+        let part = &available[..newline.unwrap_or(available.len())];
+        if part.len() > max - line.len() {
+            return Ok(Line::TooLong);
+        }
+        line.extend_from_slice(part);
+        let used = part.len() + usize::from(newline.is_some());
+        input.consume(used);
+        if newline.is_some() {
+            return Ok(Line::Fits);
+        }
     }
 }
 
@@ -147,68 +211,157 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-/// `shmq recv`.
+/// `shmq recv`: each message is written and flushed while its slot is held, so a
+/// message whose write fails is the last one taken from the queue. When stdout is a
+/// pipe, the next message is taken only once the reader has read the last one (see
+/// [`pipe`]): a reader that goes away leaves at most one message taken but unread.
 pub fn recv(args: &RecvArgs) -> Result<(), CliError> {
-    let queue = Queue::open(&args.name)?;
+    let queue = Queue::open(&args.name).map_err(escaped)?;
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut received = 0u64;
-    let mut buffer = vec![0u8; queue.max_message_size() as usize];
-    while args.count.is_none_or(|count| received < count) {
-        // Flush before blocking so a pipeline sees each message promptly.
-        out.flush().map_err(stdout_error)?;
-        let len = match recv_within(&queue, &mut buffer, args.timeout) {
-            Ok(len) => len,
-            Err(RecvError::Timeout) => {
+    let mut delivery = Delivery::new(stdout.lock(), queue.max_message_size(), args.framed);
+    while args.count.is_none_or(|count| delivery.written < count) {
+        let waiting_since = Instant::now();
+        let outcome = loop {
+            delivery.check_reader()?;
+            let Some(slice) = next_slice(args.timeout, waiting_since) else {
                 return Err(CliError::new(
                     EX_TEMPFAIL,
                     format!(
-                        "timed out: no message within {:?} ({received} received)",
-                        args.timeout.unwrap_or_default()
+                        "timed out: no message within {:?} ({} received)",
+                        args.timeout.unwrap_or_default(),
+                        delivery.written
                     ),
-                ))
+                ));
+            };
+            match queue.recv_with_timeout(slice, |message| delivery.write(message)) {
+                Err(RecvError::Timeout) => continue,
+                outcome => break outcome,
             }
-            Err(e @ RecvError::Corrupt { .. }) => {
-                eprintln!("shmq: {e}");
-                continue;
-            }
-            Err(e) => return Err(CliError::new(EX_SOFTWARE, e.to_string())),
         };
-        let message = &buffer[..len];
-        if args.framed {
-            out.write_all(&(len as u32).to_le_bytes())
-                .map_err(stdout_error)?;
-            out.write_all(message).map_err(stdout_error)?;
-        } else {
-            out.write_all(message).map_err(stdout_error)?;
-            out.write_all(b"\n").map_err(stdout_error)?;
+        match outcome {
+            Ok(written) => written.map_err(|e| delivery.write_failed(&e))?,
+            Err(e @ RecvError::Corrupt { .. }) => eprintln!("shmq: {}", shown(&e.to_string())),
+            Err(e) => return Err(CliError::new(EX_SOFTWARE, e.to_string())),
         }
-        received += 1;
+        delivery.wait_until_read()?;
     }
-    out.flush().map_err(stdout_error)?;
     Ok(())
 }
 
-/// Receives one message into `buffer`, waiting at most `timeout` (none: forever).
-/// Waits in slices of at most a second, so Ctrl-C (default action) and the timeout
-/// both stay prompt.
-fn recv_within(
-    queue: &Queue,
-    buffer: &mut [u8],
-    timeout: Option<Duration>,
-) -> Result<usize, RecvError> {
-    let started = Instant::now();
-    loop {
-        let slice = match timeout {
-            Some(t) => match t.checked_sub(started.elapsed()) {
-                Some(left) if !left.is_zero() => left.min(Duration::from_secs(1)),
-                _ => return Err(RecvError::Timeout),
-            },
-            None => Duration::from_secs(1),
-        };
-        match queue.recv_into_timeout(buffer, slice) {
-            Err(RecvError::Timeout) => continue,
-            other => return other,
+/// How long the next wait for a message may last: at most [`WAIT_SLICE`], and none
+/// once `timeout` (counted from `since`) has passed.
+fn next_slice(timeout: Option<Duration>, since: Instant) -> Option<Duration> {
+    match timeout {
+        Some(t) => match t.checked_sub(since.elapsed()) {
+            Some(left) if !left.is_zero() => Some(left.min(WAIT_SLICE)),
+            _ => None,
+        },
+        None => Some(WAIT_SLICE),
+    }
+}
+
+/// `shmq recv`'s stdout, and the count of what went through it.
+struct Delivery<'a> {
+    out: BufWriter<StdoutLock<'a>>,
+    framed: bool,
+    /// Stdout is a pipe: a message written is delivered once its reader has read it.
+    pipe: bool,
+    /// Messages taken from the queue.
+    taken: u64,
+    /// Messages written to stdout.
+    written: u64,
+}
+
+impl<'a> Delivery<'a> {
+    fn new(stdout: StdoutLock<'a>, max_message_size: u64, framed: bool) -> Self {
+        // Room for the largest message and its frame prefix or newline: one write
+        // per message.
+        let capacity = usize::try_from(max_message_size).map_or(1 << 16, |max| max + 8);
+        Self {
+            out: BufWriter::with_capacity(capacity, stdout),
+            framed,
+            pipe: pipe::stdout_is_pipe(),
+            taken: 0,
+            written: 0,
         }
+    }
+
+    /// Writes and flushes one message just taken from the queue (its slot still held).
+    fn write(&mut self, message: &[u8]) -> std::io::Result<()> {
+        self.taken += 1;
+        if self.framed {
+            self.out.write_all(&(message.len() as u32).to_le_bytes())?;
+            self.out.write_all(message)?;
+        } else {
+            self.out.write_all(message)?;
+            self.out.write_all(b"\n")?;
+        }
+        self.out.flush()?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Before taking a message: fails if stdout is a pipe nobody reads any more.
+    fn check_reader(&self) -> Result<(), CliError> {
+        if !self.pipe || !pipe::reader_gone().map_err(|e| self.stdout_failed(&e))? {
+            return Ok(());
+        }
+        Err(CliError::new(
+            EX_OSERR,
+            format!(
+                "stdout's reader went away; {} taken from the queue, every one written \
+                 and read",
+                self.taken
+            ),
+        ))
+    }
+
+    /// After a message is written: when stdout is a pipe, waits until the reader
+    /// has read it, and fails if the reader went away first.
+    fn wait_until_read(&self) -> Result<(), CliError> {
+        if !self.pipe {
+            return Ok(());
+        }
+        match pipe::wait_until_read().map_err(|e| self.stdout_failed(&e))? {
+            pipe::Drained::Read => Ok(()),
+            pipe::Drained::ReaderGone => Err(self.lost(format!(
+                "stdout's reader went away without reading message {}",
+                self.taken
+            ))),
+        }
+    }
+
+    /// The error for a failed write of the message just taken.
+    fn write_failed(&self, e: &std::io::Error) -> CliError {
+        let n = self.taken;
+        self.lost(match e.kind() {
+            std::io::ErrorKind::BrokenPipe => {
+                format!("stdout's reader went away before message {n} could be written")
+            }
+            _ => format!("writing message {n} to stdout failed: {e}"),
+        })
+    }
+
+    /// `what` happened to the last message taken: it is lost.
+    fn lost(&self, what: String) -> CliError {
+        CliError::new(
+            EX_OSERR,
+            format!(
+                "{what}; {} taken from the queue, {} written: message {} is lost \
+                 (shmq cannot give a message back to the queue yet)",
+                self.taken, self.written, self.taken
+            ),
+        )
+    }
+
+    /// The error for a failed look at stdout (not a write).
+    fn stdout_failed(&self, e: &std::io::Error) -> CliError {
+        CliError::new(
+            EX_OSERR,
+            format!(
+                "watching stdout: {e} ({} taken from the queue, {} written)",
+                self.taken, self.written
+            ),
+        )
     }
 }
