@@ -224,7 +224,10 @@ pub enum TrustProblem {
 /// ```
 /// use std::error::Error as _;
 /// // A file of the wrong size in /dev/shm under shmq's prefix:
+/// use std::os::unix::fs::PermissionsExt;
 /// std::fs::write("/dev/shm/shmq.doc-corrupt", b"not a segment").unwrap();
+/// let private = std::fs::Permissions::from_mode(0o600);
+/// std::fs::set_permissions("/dev/shm/shmq.doc-corrupt", private).unwrap();
 /// let err = shmq::Queue::open("doc-corrupt").unwrap_err();
 /// let cause = err.source().unwrap().downcast_ref::<shmq::HeaderProblem>().unwrap();
 /// assert!(matches!(cause, shmq::HeaderProblem::FileTooShort { size: 13 }));

@@ -80,6 +80,9 @@ fn open_of_a_segment_whose_creator_never_finished_is_not_ready() {
     let name = unique("notready");
     let path = format!("/dev/shm/shmq.{name}");
     std::fs::write(&path, []).unwrap();
+    // A mode shmq would create (a 0644 file is refused before its bytes are read).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     let err = Queue::open(&name).unwrap_err();
     assert!(matches!(err, Error::NotReady { .. }), "{err:?}");
     std::fs::write(&path, vec![0u8; 4096]).unwrap();

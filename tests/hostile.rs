@@ -638,13 +638,20 @@ fn child_process() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     println!("euid {euid}");
+    let describe = |outcome: Result<Queue, Error>| match outcome {
+        Ok(_) => "Ok".to_owned(),
+        Err(Error::PermissionDenied { .. }) => "PermissionDenied".to_owned(),
+        Err(Error::Untrusted { problem, .. }) => format!("Untrusted({problem:?})"),
+        Err(other) => format!("{other:?}"),
+    };
+    // Trusting the creator (root) and its world-writable mode explicitly.
+    let trusting = shmq::Access::new().trust_owner(0).allow_world_writable();
     for name in std::env::var("SHMQ_QUEUES").expect("names").split(',') {
-        let outcome = match Queue::open(name) {
-            Ok(_) => "Ok".to_owned(),
-            Err(Error::PermissionDenied { .. }) => "PermissionDenied".to_owned(),
-            Err(other) => format!("{other:?}"),
-        };
-        println!("open {name}: {outcome}");
+        println!("open {name}: {}", describe(Queue::open(name)));
+        println!(
+            "open trusting root {name}: {}",
+            describe(Queue::open_with(name, &trusting))
+        );
     }
 }
 
@@ -692,7 +699,22 @@ fn another_user_is_refused_a_private_segment() {
         stdout.contains(&format!("open {private}: PermissionDenied")),
         "{stdout}"
     );
-    assert!(stdout.contains(&format!("open {shared}: Ok")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("open trusting root {private}: PermissionDenied")),
+        "{stdout}"
+    );
+    // Another user's segment is not trusted by default, even when its mode lets us
+    // in: only when its owner (and mode) are trusted explicitly.
+    assert!(
+        stdout.contains(&format!(
+            "open {shared}: Untrusted(Owner {{ uid: 0, gid: 0, mode: 438, euid: 65534 }})"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("open trusting root {shared}: Ok")),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -195,6 +195,23 @@ fn rm_refuses_a_segment_in_use_unless_forced() {
 }
 
 #[test]
+fn rm_keeps_undelivered_messages_unless_forced() {
+    let name = Name::new("rm-full");
+    drop(Queue::create(&name.0, &Options::default()).expect("create"));
+    assert_eq!(code(&shmq(&["send", &name.0], b"pending\n")), 0);
+    let refused = shmq(&["rm", &name.0], b"");
+    assert_eq!(code(&refused), EX_UNAVAILABLE);
+    assert!(
+        stderr(&refused).contains("1 undelivered message"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(Queue::inspect(&name.0).expect("still there").occupancy, 1);
+    assert_eq!(code(&shmq(&["rm", "--force", &name.0], b"")), 0);
+    assert!(Queue::inspect(&name.0).is_err());
+}
+
+#[test]
 fn rm_removes_an_unused_segment() {
     let name = Name::new("rm-unused");
     assert_eq!(code(&shmq(&["create", &name.0], b"")), 0);

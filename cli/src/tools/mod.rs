@@ -77,12 +77,24 @@ pub fn rm(args: &RmArgs) -> Result<(), CliError> {
             Queue::unlink(name).map(|()| eprintln!("removed `{}`", shown(name)))
         } else {
             Queue::remove_if_unused(name).map(|removal| match removal {
+                Removal::Removed(_) => eprintln!("removed `{}`", shown(name)),
                 Removal::InUse(info) => {
                     eprintln!("shmq: {}", info::in_use_message(name, &info));
                     failure.get_or_insert(CliError::new(EX_UNAVAILABLE, ""));
                 }
-                // `Removed`, and whatever outcome a later library version adds.
-                _ => eprintln!("removed `{}`", shown(name)),
+                Removal::NotEmpty(info) => {
+                    eprintln!(
+                        "shmq: segment `{}` holds {} undelivered message(s); not removed (use --force to drop them)",
+                        shown(name),
+                        info.occupancy
+                    );
+                    failure.get_or_insert(CliError::new(EX_UNAVAILABLE, ""));
+                }
+                // A later library version's outcome: say so rather than guess.
+                other => {
+                    eprintln!("shmq: segment `{}`: {other:?}", shown(name));
+                    failure.get_or_insert(CliError::new(EX_UNAVAILABLE, ""));
+                }
             })
         };
         if let Err(e) = outcome {
