@@ -50,15 +50,12 @@ pub fn measure(
         let phase = Phase::new(transport.name(), plans, seconds).ready_count(2);
         return Ok(vec![round_trip(&ctx.run(phase)?)?]);
     }
-    let mut inherited = Vec::new();
-    let direction = Direction::BothWays;
-    wire(
+    let inherited = wire(
         &settings,
         segments,
         transport,
-        direction,
+        Direction::BothWays,
         &mut spec,
-        &mut inherited,
     )?;
     let plans = vec![
         ChildPlan {

@@ -52,16 +52,7 @@ pub fn measure(
         let results = ctx.run(Phase::new(label, plans, seconds).ready_count(2))?;
         return rate_from(label, &results, latency_label(&settings, transport));
     }
-    let mut inherited = Vec::new();
-    let direction = Direction::OneWay;
-    wire(
-        &settings,
-        segments,
-        transport,
-        direction,
-        &mut spec,
-        &mut inherited,
-    )?;
+    let inherited = wire(&settings, segments, transport, Direction::OneWay, &mut spec)?;
     let plans = plans(ctx, &spec, transport, producers, consumers);
     let queue_name = spec
         .get(Side::A.tx())

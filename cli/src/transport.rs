@@ -81,15 +81,15 @@ pub enum Direction {
 
 /// Fills in the spec fields (`transport`, `wait` or `poll`, and the ends of each
 /// [`Side`]) through which the children find their channels,
-/// creating segments or descriptors; descriptors to inherit go to `inherited`.
+/// creating segments or descriptors; returns the descriptors the children inherit.
 pub fn wire(
     settings: &Settings,
     segments: &mut Segments,
     transport: Transport,
     direction: Direction,
     spec: &mut Value,
-    inherited: &mut Vec<OwnedFd>,
-) -> Result<(), CliError> {
+) -> Result<Vec<OwnedFd>, CliError> {
+    let mut inherited = Vec::new();
     let both_ways = direction == Direction::BothWays;
     match transport {
         Transport::Shmq => {
@@ -120,5 +120,5 @@ pub fn wire(
         }
         Transport::Crossbeam => {}
     }
-    Ok(())
+    Ok(inherited)
 }

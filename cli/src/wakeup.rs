@@ -32,16 +32,7 @@ pub fn measure(
         "duration_ns": nanos(settings.duration),
         "warmup_ns": nanos(settings.warmup),
     });
-    let mut inherited = Vec::new();
-    let direction = Direction::OneWay;
-    wire(
-        &settings,
-        segments,
-        transport,
-        direction,
-        &mut spec,
-        &mut inherited,
-    )?;
+    let inherited = wire(&settings, segments, transport, Direction::OneWay, &mut spec)?;
     let plans = vec![
         ChildPlan {
             role: Role::WakeProducer,
