@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use loom::sync::atomic::AtomicBool;
 use loom::sync::{Arc, Condvar, Mutex};
-use shmq::model::{AtomicU32, HeapMemory, Ordering, Platform, Ring, Unread};
+use shmq::model::{AtomicU32, End, HeapMemory, Ordering, Platform, Ring, Unread};
 use shmq::TryRecvError;
 
 /// A ring handle as the models use it.
@@ -34,9 +34,12 @@ pub type Message = (u8, u8);
 pub const MESSAGE_SIZE: u64 = 2;
 
 struct PlatformState {
-    /// `dead[i]`: participant `i` has stopped for good (set by the model, like the
-    /// kernel dropping a dead process's liveness lock).
-    dead: Vec<AtomicBool>,
+    /// `liveness[i]`: participant record `i`'s liveness lock is held (by a live
+    /// handle). Taken by `try_own`, released when the handle drops its guard, or by
+    /// [`ModelPlatform::kill`] (the kernel releasing a dead process's lock). A std
+    /// `Arc` per lock, so a guard leaked by a dying handle (`claim_and_die` forgets
+    /// it) leaks a few bytes, not a loom `Arc`, which loom would report as a leak.
+    liveness: Vec<std::sync::Arc<AtomicBool>>,
     /// The recovery lock.
     recovery_locked: AtomicBool,
     /// The futex: its hash-bucket lock and its sleepers. One for every word; a waiter
@@ -45,14 +48,31 @@ struct PlatformState {
     futex_sleepers: Condvar,
 }
 
-/// The operating system, as loom sees it: liveness flags, a try-lock, and a futex
-/// made of a mutex and a condition variable.
+/// The operating system, as loom sees it: liveness locks, a try-lock for recovery,
+/// and a futex made of a mutex and a condition variable.
+///
+/// Liveness works as the segment's record locks do: registering takes record `i`'s
+/// lock (`try_own` fails while another handle holds it), a handle dropped cleanly
+/// releases it, a dead one has it released by [`ModelPlatform::kill`], and
+/// `is_alive(i)` asks whether anyone holds it, so a record freed and taken again by a
+/// new registrant is alive again.
 ///
 /// The futex model never times out and never returns spuriously: a waiter returns
 /// only once its word has changed. A lost wake-up therefore leaves the waiter asleep
 /// forever, which loom reports as a deadlock.
 #[derive(Clone)]
 pub struct ModelPlatform(Arc<PlatformState>);
+
+/// Holds one record's liveness lock; dropping it unlocks (a clean exit).
+pub struct LivenessGuard(std::sync::Arc<AtomicBool>);
+
+impl Drop for LivenessGuard {
+    fn drop(&mut self) {
+        // Release: pairs with the Acquire in `is_alive` and in the next `try_own`, as
+        // the kernel's lock hand-over orders what the owner did before unlocking.
+        self.0.store(false, Ordering::Release);
+    }
+}
 
 /// Holds the model's recovery lock; dropping it unlocks.
 pub struct RecoveryGuard(Arc<PlatformState>);
@@ -65,40 +85,48 @@ impl Drop for RecoveryGuard {
 }
 
 impl ModelPlatform {
-    /// A platform for `participants` records, all alive.
+    /// A platform for `participants` records, every liveness lock free.
     pub fn new(participants: u64) -> Self {
         Self(Arc::new(PlatformState {
-            dead: (0..participants).map(|_| AtomicBool::new(false)).collect(),
+            liveness: (0..participants)
+                .map(|_| std::sync::Arc::new(AtomicBool::new(false)))
+                .collect(),
             recovery_locked: AtomicBool::new(false),
             futex_lock: Mutex::new(()),
             futex_sleepers: Condvar::new(),
         }))
     }
 
-    /// Marks participant `index` dead. Call it from the dying participant's thread
-    /// after its last action, as the kernel releases a dead process's lock only after
-    /// the process has stopped.
+    /// Marks participant `index` dead: releases its liveness lock, whose guard the
+    /// dying handle leaked. Call it from the dying participant's thread after its last
+    /// action, as the kernel releases a dead process's lock only after the process has
+    /// stopped.
     pub fn kill(&self, index: u64) {
-        // Release: pairs with the Acquire in `is_alive`, so a sweeper that sees the
-        // death also sees everything the participant did before dying (the kernel's
-        // lock hand-over gives the real platform the same edge).
-        self.0.dead[index as usize].store(true, Ordering::Release);
+        // Release: pairs with the Acquire in `is_alive` (and `try_own`), so a sweeper
+        // that sees the death also sees everything the participant did before dying
+        // (the kernel's lock hand-over gives the real platform the same edge).
+        self.0.liveness[index as usize].store(false, Ordering::Release);
     }
 }
 
 impl Platform for ModelPlatform {
-    /// Liveness in the model is the `dead` flag, set by [`ModelPlatform::kill`]; the
-    /// guard carries nothing.
-    type Liveness = ();
+    type Liveness = LivenessGuard;
     type RecoveryGuard<'a> = RecoveryGuard;
 
-    fn try_own(&self, _index: u64) -> Option<()> {
-        Some(())
+    fn try_own(&self, index: u64) -> Option<LivenessGuard> {
+        let lock = &self.0.liveness[index as usize];
+        // Acquire: pairs with the Release of the previous holder's unlock (its guard's
+        // drop, or `kill`). Failure: Relaxed, we learn nothing from a lock we did not
+        // get.
+        lock.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| LivenessGuard(lock.clone()))
     }
 
     fn is_alive(&self, index: u64) -> bool {
-        // Acquire: pairs with the Release in `kill`.
-        !self.0.dead[index as usize].load(Ordering::Acquire)
+        // Acquire: pairs with the Release in `kill` (and a clean unlock), like the
+        // real platform's lock query after the kernel released a dead owner's lock.
+        self.0.liveness[index as usize].load(Ordering::Acquire)
     }
 
     fn try_lock_recovery(&self) -> Option<RecoveryGuard> {
@@ -189,6 +217,44 @@ fn declare_initial_values_seq_cst(memory: &HeapMemory) {
         word.epoch
             .store(word.epoch.load(Ordering::Relaxed), Ordering::SeqCst);
     }
+}
+
+/// Kills `ring` as a process killed *inside* the claim step would die: after the
+/// store that records its claim at `end`'s cursor, before the CAS that would take
+/// it. Its record then names a position it never took, which any live participant
+/// may take, finish and move past. Returns the position recorded.
+///
+/// `Ring::claim_and_die` cannot stop there (it runs the whole shipped step, whose
+/// record is left naming a claim it won, or none), so this writes the record as that
+/// step's first store does (Release) and then dies through `claim_and_die` on the
+/// *other* end, which must find nothing to claim (the ring full for a consumer's
+/// death, empty for a producer's), so that only the death is taken from it.
+pub fn die_after_recording_claim(ring: ModelRing, platform: &ModelPlatform, end: End) -> u64 {
+    use shmq::model::RingMemory;
+    let index = ring.participant_index();
+    let memory = ring.memory().clone();
+    let (cursor, claim_word, other_end) = match end {
+        End::Enqueue => (
+            &memory.shared().enqueue_pos.value,
+            &memory.participant(index).enqueue_claim,
+            End::Dequeue,
+        ),
+        End::Dequeue => (
+            &memory.shared().dequeue_pos.value,
+            &memory.participant(index).dequeue_claim,
+            End::Enqueue,
+        ),
+    };
+    // Relaxed: the model calls this before it spawns any thread.
+    let pos = cursor.load(Ordering::Relaxed);
+    // Release: as the claim step's record store (the spawn orders it anyway).
+    claim_word.store(pos, Ordering::Release);
+    assert!(
+        ring.claim_and_die(other_end).is_none(),
+        "the other end must have nothing to claim"
+    );
+    platform.kill(index);
+    pos
 }
 
 /// Receives one message, if any.

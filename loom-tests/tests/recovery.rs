@@ -13,7 +13,8 @@ use loom::sync::atomic::AtomicUsize;
 use loom::sync::Arc;
 use loom::thread;
 use loom_tests::{
-    assert_exactly_once, assert_per_producer_order, check, ring, try_recv, Message, ModelRing, Spin,
+    assert_exactly_once, assert_per_producer_order, check, die_after_recording_claim, ring,
+    try_recv, Message, ModelRing, Spin,
 };
 use shmq::model::layout::POS_MASK;
 use shmq::model::{End, Ordering, Redelivery, RingMemory, Scope};
@@ -78,9 +79,12 @@ fn dead_producer_slot_is_skipped_not_lost() {
             platform.kill(index);
             claimed
         });
+        // The live handle comes back to be dropped after the join: a clean exit racing
+        // the sweep is `clean_exit_racing_a_sweep_and_a_registrant`'s subject.
         let sends = thread::spawn(move || {
             live.try_send(&[1, 0])
                 .expect("two slots, at most one held by the dead producer");
+            live
         });
         let mut spin = Spin::default();
         let message = loop {
@@ -128,10 +132,12 @@ fn dead_consumer_message_is_redelivered_once() {
             platform.kill(index);
             claimed
         });
+        // Returned, to be dropped after the join (as in the model above).
         let sends = thread::spawn(move || {
             producer
                 .try_send(&[0, 1])
                 .expect("two slots, one message in the ring");
+            producer
         });
         let mut got = Vec::new();
         let mut spin = Spin::default();
@@ -241,5 +247,119 @@ fn two_sweepers_repair_once() {
         assert_eq!(stats.redelivered.load(Ordering::Relaxed), 1);
         // Relaxed: as above.
         assert_eq!(stats.skipped.load(Ordering::Relaxed), 1);
+    });
+}
+
+/// A consumer died inside its claim step, after recording the head position `p` and
+/// before its CAS, so its record names a message it never took. A live consumer then
+/// receives twice in a row: it takes `p` (the dead record's position), releases it,
+/// and its record moves on, to `p + 1`, or, when its claim of `p + 1` loses to the
+/// sweeper, to "no claim". The sweeper receives once and then sweeps once with
+/// `Scope::Outstanding` and once with `Scope::Housekeeping`, both taking a dead
+/// consumer's message if they judge one stuck. Asserts: each message is delivered
+/// exactly once in all (received, redelivered or left for the final drain; the live
+/// consumer's in order); the sweeps redeliver nothing and skip nothing; the dead
+/// record is freed exactly once; the ring is usable.
+///
+/// The sweeper must not conclude from the live record's *later* value (`p + 1`, or
+/// none after a lost claim) that nobody holds `p` unless its view of `p`'s slot is at
+/// least as new as that record: the record moves on only after `p` was released
+/// (module docs of the ring, "Claim records").
+///
+/// Bound: 3 preemptions. Taking the live consumer's message for the dead one's needs
+/// the sweeper to judge `p` outstanding while the live consumer holds it (one
+/// preemption of the consumer between claim and release, or a stale read of the
+/// slot) and then to scan the records after the consumer moved on (one preemption of
+/// the sweeper between its outstanding check and its record scan); the third puts the
+/// consumer between its second record store and its CAS, where the sweeper's receive
+/// takes `p + 1` from under it.
+#[test]
+fn live_consumer_claiming_twice_is_not_redelivered() {
+    check("live_consumer_claiming_twice_is_not_redelivered", 3, || {
+        let (memory, platform, mut rings) = ring(2, 3, NEAR_WRAP);
+        let sweeper = rings.pop().unwrap();
+        let live = rings.pop().unwrap();
+        let dying = rings.pop().unwrap();
+        sweeper.try_send(&[0, 0]).unwrap();
+        sweeper.try_send(&[0, 1]).unwrap();
+        // The ring is full, so the dying consumer's death claims nothing at the other end.
+        die_after_recording_claim(dying, &platform, End::Dequeue);
+        let receives = thread::spawn(move || {
+            let got: Vec<Message> = (0..2).filter_map(|_| try_recv(&live).ok()).collect();
+            (got, live)
+        });
+        let mut all: Vec<Message> = try_recv(&sweeper).ok().into_iter().collect();
+        for scope in [Scope::Outstanding, Scope::Housekeeping] {
+            let sweep = sweeper.sweep(scope, Redelivery::TakeOne);
+            assert!(!sweep.busy, "the only sweeper");
+            assert_eq!(sweep.skipped, 0, "no producer died");
+            if let Some(message) = sweep.redelivered {
+                all.push(message.expect("a sound length").read(decode));
+            }
+        }
+        let (got, live) = receives.join().unwrap();
+        assert_per_producer_order(&got);
+        all.extend(got);
+        all.extend(try_recv(&sweeper).ok());
+        all.extend(try_recv(&sweeper).ok());
+        assert_exactly_once(&all, &[(0, 0), (0, 1)]);
+        drop(live);
+        assert_repaired_and_usable(&sweeper);
+        let stats = &memory.shared().stats;
+        // Relaxed: every thread has been joined.
+        assert_eq!(stats.redelivered.load(Ordering::Relaxed), 0);
+        // Relaxed: as above.
+        assert_eq!(stats.skipped.load(Ordering::Relaxed), 0);
+        // Relaxed: as above.
+        assert_eq!(
+            stats.freed.load(Ordering::Relaxed),
+            1,
+            "the dead record, once"
+        );
+    });
+}
+
+/// The producer side: a producer died inside its claim step, after recording the
+/// tail position `p` and before its CAS. A live producer then sends twice in a row:
+/// it takes `p`, publishes it, and its record moves on to `p + 1`, while a consumer
+/// sweeps once with `Scope::Outstanding` and once with `Scope::Housekeeping`.
+/// Asserts: no skip is published or counted, and both messages are then received,
+/// in order (a sweep that judged the live producer's slot a dead one's would mark it
+/// skipped, and the consumer would step over the message); the dead record is freed
+/// exactly once; the ring is usable.
+///
+/// Bound: 3 preemptions, as in the consumer model above.
+#[test]
+fn live_producer_claiming_twice_is_not_skipped() {
+    check("live_producer_claiming_twice_is_not_skipped", 3, || {
+        let (memory, platform, mut rings) = ring(2, 3, NEAR_WRAP);
+        let consumer = rings.pop().unwrap();
+        let live = rings.pop().unwrap();
+        let dying = rings.pop().unwrap();
+        // The ring is empty, so the dying producer's death claims nothing at the other end.
+        die_after_recording_claim(dying, &platform, End::Enqueue);
+        let sends = thread::spawn(move || {
+            live.try_send(&[1, 0]).expect("two free slots");
+            live.try_send(&[1, 1]).expect("two free slots");
+            live
+        });
+        for scope in [Scope::Outstanding, Scope::Housekeeping] {
+            let sweep = consumer.sweep(scope, Redelivery::Leave);
+            assert!(!sweep.busy && !sweep.dead_consumer_pending);
+            assert_eq!(sweep.skipped, 0, "the live producer's slot was skipped");
+        }
+        drop(sends.join().unwrap());
+        let got = [try_recv(&consumer), try_recv(&consumer)];
+        assert_eq!(got.map(|r| r.ok()), [Some((1, 0)), Some((1, 1))]);
+        assert_repaired_and_usable(&consumer);
+        let stats = &memory.shared().stats;
+        // Relaxed: every thread has been joined.
+        assert_eq!(stats.skipped.load(Ordering::Relaxed), 0);
+        // Relaxed: as above.
+        assert_eq!(
+            stats.freed.load(Ordering::Relaxed),
+            1,
+            "the dead record, once"
+        );
     });
 }
