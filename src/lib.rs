@@ -66,6 +66,9 @@ mod error;
 #[cfg(loom)]
 mod heap;
 mod layout;
+// Called by the models; the allow goes once `segment` calls it too.
+#[cfg_attr(not(loom), allow(dead_code))]
+mod ready;
 mod ring;
 mod sync;
 
@@ -94,6 +97,10 @@ mod wait;
 #[cfg(loom)]
 pub mod model {
     pub use crate::heap::HeapMemory;
+    /// The create/open handshake on a segment's state word.
+    pub mod ready {
+        pub use crate::ready::{is_ready, publish};
+    }
     /// Layout constants the models use.
     pub mod layout {
         pub use crate::layout::POS_MASK;
