@@ -10,8 +10,8 @@
 //!
 //! The ring under test is `shmq::model::Ring` itself, over `shmq::model::HeapMemory`
 //! (slots with loom atomics and loom `UnsafeCell` payloads): the code that ships, not
-//! a copy. `weaken.sh` shows that the suite fails when an ordering in `src/ring.rs`
-//! is weakened.
+//! a copy. `weaken.sh` shows that the suite fails when an ordering in `src/ring/` or
+//! `src/ready.rs` is weakened.
 
 #![cfg(loom)]
 #![deny(missing_docs, unsafe_op_in_unsafe_fn)]

@@ -266,16 +266,17 @@ fn two_sweepers_repair_once() {
 /// least as new as that record: the record moves on only after `p` was released
 /// (module docs of the ring, "Claim records").
 ///
-/// Bound: 3 preemptions. Taking the live consumer's message for the dead one's needs
+/// Bound: 4 preemptions. Taking the live consumer's message for the dead one's needs
 /// the sweeper to judge `p` outstanding while the live consumer holds it (one
 /// preemption of the consumer between claim and release, or a stale read of the
 /// slot) and then to scan the records after the consumer moved on (one preemption of
-/// the sweeper between its outstanding check and its record scan); the third puts the
+/// the sweeper between its outstanding check and its record scan); a third puts the
 /// consumer between its second record store and its CAS, where the sweeper's receive
-/// takes `p + 1` from under it.
+/// takes `p + 1` from under it; the fourth is spare, anywhere (cheap here: 5
+/// preemptions explore about 10 000 executions in a second and pass too).
 #[test]
 fn live_consumer_claiming_twice_is_not_redelivered() {
-    check("live_consumer_claiming_twice_is_not_redelivered", 3, || {
+    check("live_consumer_claiming_twice_is_not_redelivered", 4, || {
         let (memory, platform, mut rings) = ring(2, 3, NEAR_WRAP);
         let sweeper = rings.pop().unwrap();
         let live = rings.pop().unwrap();
@@ -328,10 +329,10 @@ fn live_consumer_claiming_twice_is_not_redelivered() {
 /// skipped, and the consumer would step over the message); the dead record is freed
 /// exactly once; the ring is usable.
 ///
-/// Bound: 3 preemptions, as in the consumer model above.
+/// Bound: 4 preemptions, as in the consumer model above.
 #[test]
 fn live_producer_claiming_twice_is_not_skipped() {
-    check("live_producer_claiming_twice_is_not_skipped", 3, || {
+    check("live_producer_claiming_twice_is_not_skipped", 4, || {
         let (memory, platform, mut rings) = ring(2, 3, NEAR_WRAP);
         let consumer = rings.pop().unwrap();
         let live = rings.pop().unwrap();

@@ -76,14 +76,15 @@ fn assert_repaired_and_usable(ring: &ModelRing) {
 /// the one a later sweep reads); the record is freed once per death; the ring is
 /// usable.
 ///
-/// Bound: 3 preemptions: the sweeper between its reset of the claims and the
+/// Bound: 4 preemptions: the sweeper between its reset of the claims and the
 /// release of the record, the registrant between its registration and its claim,
-/// and the sweeper's second sweep inside its judgment of the registrant's record.
+/// the sweeper's second sweep inside its judgment of the registrant's record, and
+/// one spare (5 preemptions: about 450 executions, passing too).
 #[test]
 fn registrant_reuses_a_dead_record_freed_by_a_sweep() {
     check(
         "registrant_reuses_a_dead_record_freed_by_a_sweep",
-        3,
+        4,
         || {
             let (memory, platform, mut rings) = ring(2, 2, NEAR_WRAP);
             let sweeper = rings.pop().unwrap();
@@ -126,13 +127,14 @@ fn registrant_reuses_a_dead_record_freed_by_a_sweep() {
 /// sweep (the registrant's, once it is dead: a clean exit is not a repair); the ring
 /// is usable.
 ///
-/// Bound: 3 preemptions: the sweeper after reading the leaver's record ACTIVE (the
+/// Bound: 4 preemptions: the sweeper after reading the leaver's record ACTIVE (the
 /// leaver then frees it and unlocks), the sweeper again after its death check (the
-/// registrant then takes the record), and one more for the registrant between its
-/// registration and its claim.
+/// registrant then takes the record), one for the registrant between its
+/// registration and its claim, and one spare (5 preemptions: about 33 000
+/// executions in 4 s, passing too).
 #[test]
 fn clean_exit_racing_a_sweep_and_a_registrant() {
-    check("clean_exit_racing_a_sweep_and_a_registrant", 3, || {
+    check("clean_exit_racing_a_sweep_and_a_registrant", 4, || {
         let (memory, platform, mut rings) = ring(2, 2, NEAR_WRAP);
         let sweeper = rings.pop().unwrap();
         let leaver = rings.pop().unwrap();
