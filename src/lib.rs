@@ -66,8 +66,6 @@ mod error;
 #[cfg(loom)]
 mod heap;
 mod layout;
-// Called by the models; the allow goes once `segment` calls it too.
-#[cfg_attr(not(loom), allow(dead_code))]
 mod ready;
 mod ring;
 mod sync;

@@ -145,13 +145,13 @@ impl Segment {
     fn initialise(&self) {
         let mut identity = self.identity;
         identity.state = state::UNINITIALISED;
-        // SAFETY: the mapping is at least one line long and page aligned; nobody reads
-        // the identity before `state` says READY, which we publish last.
-        unsafe { std::ptr::write_volatile(self.mapping.base().cast::<Identity>(), identity) };
-        crate::ring::initialise(self);
-        // Release: pairs with the opener's Acquire load in `map_existing`; everything
-        // written above is visible to an opener that sees READY.
-        state_word(&self.mapping).store(state::READY, Ordering::Release);
+        // The handshake the loom model `ready` checks: header, ring state, then READY.
+        crate::ready::publish(state_word(&self.mapping), self, || {
+            // SAFETY: the mapping is at least one line long and page aligned; nobody
+            // reads the identity before `state` says READY, which `publish` stores
+            // last.
+            unsafe { std::ptr::write_volatile(self.mapping.base().cast::<Identity>(), identity) }
+        });
     }
 
     /// Opens the existing segment `name`, checks its file against `access`, and
@@ -206,8 +206,8 @@ impl Segment {
             let timed_out = Instant::now() >= deadline;
             if size >= LINE {
                 let mapping = Mapping::new(fd, size).map_err(|e| io_error("mmap", name, e))?;
-                // Acquire: pairs with the creator's Release of READY.
-                let ready = state_word(&mapping).load(Ordering::Acquire) == state::READY;
+                // The Acquire inside pairs with the creator's Release of READY.
+                let ready = crate::ready::is_ready(state_word(&mapping));
                 // SAFETY: at least one line is mapped; Identity is plain integers, so
                 // any bytes are a valid value; volatile because another process may
                 // write it (we validate the copy, never the live bytes).

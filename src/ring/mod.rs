@@ -341,11 +341,6 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
                 // Release: a sweeper that reads a *later* value of this record must
                 // also see our previous claim completed (module docs). The claim CAS
                 // below publishes this store to anyone who sees the cursor move.
-                // Stronger than the models require: with it Relaxed, a sweeper could
-                // take a published slot for a dead claimer's, but the skip is a CAS
-                // from the unpublished sequence and fails on a published slot (the
-                // second line of defence), so no model can tell. The Release keeps
-                // the proof from resting on that CAS alone; on x86 it is a plain store.
                 claim_word.store(pos, Ordering::Release);
                 recorded = true;
                 // SeqCst: the claim is the anchor of the wake-up protocol (a waiter's

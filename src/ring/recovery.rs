@@ -116,11 +116,24 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         claim_outstanding(&self.memory, end, pos)
     }
 
-    /// Whether a live participant other than us has `pos` in its claim word for
-    /// `end`.
-    fn live_holder(&self, end: End, pos: u64) -> bool {
+    /// Whether the claim at `pos` on `end`, read from a dead participant's record, is
+    /// outstanding with no live participant holding it: the dead participant's to
+    /// repair. The proof's loads in its order (module docs, "Claim records"): the
+    /// cursor (past `pos`, so every claimer of `pos` has recorded `pos` or later),
+    /// every live record, then the slot's sequence *again*: a live record past `pos`
+    /// shows `pos` finished only to a sequence load made after reading that record (a
+    /// sequence read before the scan may predate the live holder's finish).
+    fn orphaned(&self, end: End, pos: u64, dead: u64) -> bool {
+        self.outstanding(end, pos)
+            && !self.live_holder(end, pos, dead)
+            && self.outstanding(end, pos)
+    }
+
+    /// Whether a live participant other than us and the `dead` one being repaired
+    /// has `pos` in its claim word for `end`.
+    fn live_holder(&self, end: End, pos: u64, dead: u64) -> bool {
         (0..self.memory.geometry().max_participants).any(|index| {
-            if index == self.me {
+            if index == self.me || index == dead {
                 return false;
             }
             let record = self.memory.participant(index);
@@ -222,7 +235,16 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         if scope == Scope::Outstanding && !self.record_outstanding(record) {
             return;
         }
-        if self.platform.is_alive(index) {
+        // Own the record's liveness lock while judging and freeing it: a death check
+        // alone goes stale when the owner leaves cleanly and a registrant takes the
+        // record before we free it (we would free it from under the registrant).
+        // Holding the lock keeps registrants out until we are done.
+        let Some(_owner) = self.platform.try_own(index) else {
+            return;
+        };
+        // Relaxed: ordered by the lock. The owner may have left cleanly since we
+        // first looked.
+        if record.state.load(Ordering::Relaxed) == participant::FREE {
             return;
         }
         // The owner is dead, and the death check ordered everything it did before
@@ -236,12 +258,10 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         let enqueue_claim = record.enqueue_claim.load(Ordering::Acquire);
         // Acquire: as above.
         let dequeue_claim = record.dequeue_claim.load(Ordering::Acquire);
-        let enqueue_stuck = self.outstanding(End::Enqueue, enqueue_claim);
-        let dequeue_stuck = self.outstanding(End::Dequeue, dequeue_claim);
-        if enqueue_stuck && !self.live_holder(End::Enqueue, enqueue_claim) {
+        if self.orphaned(End::Enqueue, enqueue_claim, index) {
             self.publish_skip(enqueue_claim, outcome);
         }
-        if dequeue_stuck && !self.live_holder(End::Dequeue, dequeue_claim) {
+        if self.orphaned(End::Dequeue, dequeue_claim, index) {
             if redelivery == Redelivery::Leave || taken_over.is_some() {
                 outcome.dead_consumer_pending = true;
                 return;
