@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use loom::sync::atomic::AtomicBool;
 use loom::sync::{Arc, Condvar, Mutex};
-use shmq::model::{AtomicU32, End, HeapMemory, Ordering, Platform, Ring, Unread};
+use shmq::model::{
+    AtomicU32, End, HeapMemory, Ordering, Platform, Redelivery, Ring, Scope, Unread,
+};
 use shmq::TryRecvError;
 
 /// A ring handle as the models use it.
@@ -375,4 +377,24 @@ where
         executions.load(StdOrdering::Relaxed),
         started.elapsed()
     );
+}
+
+/// Once every thread is gone: a final sweep leaves nothing outstanding, the ring is
+/// empty, and it still answers exactly (full after `capacity` sends, FIFO after).
+pub fn assert_repaired_and_usable(ring: &ModelRing) {
+    let sweep = ring.sweep(Scope::Housekeeping, Redelivery::Leave);
+    assert!(!sweep.busy && !sweep.dead_consumer_pending);
+    assert!(matches!(try_recv(ring), Err(TryRecvError::Empty)));
+    let capacity = ring.capacity() as u8;
+    for n in 0..capacity {
+        ring.try_send(&[9, n])
+            .expect("a repaired, drained ring has room");
+    }
+    assert!(matches!(
+        ring.try_send(&[9, 99]),
+        Err(shmq::TrySendError::Full)
+    ));
+    for n in 0..capacity {
+        assert_eq!(try_recv(ring).unwrap(), (9, n));
+    }
 }

@@ -13,12 +13,12 @@ use loom::sync::atomic::AtomicUsize;
 use loom::sync::Arc;
 use loom::thread;
 use loom_tests::{
-    assert_exactly_once, assert_per_producer_order, check, die_after_recording_claim, ring,
-    try_recv, Message, ModelRing, Spin,
+    assert_exactly_once, assert_per_producer_order, assert_repaired_and_usable, check,
+    die_after_recording_claim, ring, try_recv, Message, ModelRing, Spin,
 };
 use shmq::model::layout::POS_MASK;
 use shmq::model::{End, Ordering, Redelivery, RingMemory, Scope};
-use shmq::{TryRecvError, TrySendError};
+use shmq::TryRecvError;
 
 /// Start one position before the wrap, so claims, skips and redeliveries straddle it.
 const NEAR_WRAP: u64 = POS_MASK;
@@ -35,23 +35,6 @@ fn sweep_taking(ring: &ModelRing) -> Option<Message> {
         Some(Ok(message)) => Some(message.read(decode)),
         None => None,
         Some(Err(e)) => panic!("redelivery failed: {e:?}"),
-    }
-}
-
-/// Once every thread is gone: a final sweep leaves nothing outstanding, the ring is
-/// empty, and it still answers exactly (full after `capacity` sends, FIFO after).
-fn assert_repaired_and_usable(ring: &ModelRing) {
-    let sweep = ring.sweep(Scope::Housekeeping, Redelivery::Leave);
-    assert!(!sweep.busy && !sweep.dead_consumer_pending);
-    assert!(matches!(try_recv(ring), Err(TryRecvError::Empty)));
-    let capacity = ring.capacity() as u8;
-    for n in 0..capacity {
-        ring.try_send(&[9, n])
-            .expect("a repaired, drained ring has room");
-    }
-    assert!(matches!(ring.try_send(&[9, 99]), Err(TrySendError::Full)));
-    for n in 0..capacity {
-        assert_eq!(try_recv(ring).unwrap(), (9, n));
     }
 }
 

@@ -10,10 +10,9 @@
 #![cfg(loom)]
 
 use loom::thread;
-use loom_tests::{check, ring, try_recv, ModelPlatform, ModelRing, Spin};
+use loom_tests::{assert_repaired_and_usable, check, ring, ModelPlatform, ModelRing, Spin};
 use shmq::model::layout::POS_MASK;
 use shmq::model::{End, HeapMemory, Ordering, Redelivery, Ring, RingMemory, Scope};
-use shmq::{TryRecvError, TrySendError};
 
 /// Start one position before the wrap, so the claims straddle it.
 const NEAR_WRAP: u64 = POS_MASK;
@@ -48,23 +47,6 @@ fn register_spinning(memory: &std::sync::Arc<HeapMemory>, platform: &ModelPlatfo
         "a registrant starts with no claims"
     );
     ring
-}
-
-/// After every thread is gone: one more sweep, then the ring is empty and answers
-/// exactly (full after `capacity` sends, FIFO after).
-fn assert_repaired_and_usable(ring: &ModelRing) {
-    let sweep = ring.sweep(Scope::Housekeeping, Redelivery::Leave);
-    assert!(!sweep.busy && !sweep.dead_consumer_pending);
-    assert!(matches!(try_recv(ring), Err(TryRecvError::Empty)));
-    let capacity = ring.capacity() as u8;
-    for n in 0..capacity {
-        ring.try_send(&[9, n])
-            .expect("a repaired, drained ring has room");
-    }
-    assert!(matches!(ring.try_send(&[9, 99]), Err(TrySendError::Full)));
-    for n in 0..capacity {
-        assert_eq!(try_recv(ring).unwrap(), (9, n));
-    }
 }
 
 /// A producer died holding a claim; a sweeper sweeps twice with
