@@ -10,7 +10,7 @@ use crate::layout::{participant, pos_diff, Identity, CLAIM_NONE};
 use crate::name::OBJECT_PREFIX;
 use crate::platform::{self, SHM_DIR};
 use crate::ring::{claim_outstanding, End, Redelivery, RingMemory, Scope};
-use crate::segment::{Patience, Segment};
+use crate::segment::{NameStatus, Patience, Segment};
 use crate::shm::ShmPlatform;
 use crate::sync::Ordering;
 
@@ -332,7 +332,7 @@ impl Queue {
     /// ```
     pub fn is_removed(&self) -> bool {
         let segment = self.ring.memory();
-        segment.is_marked_removed() || !segment.name_points_here()
+        segment.is_marked_removed() || segment.name_status() != NameStatus::Here
     }
 
     /// Runs a full recovery sweep now (normally automatic): repairs slots of dead

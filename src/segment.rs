@@ -24,6 +24,17 @@ use crate::sync::Ordering;
 /// earlier build, or a file that is not a segment at all, is ever seen unready.
 const READY_WAIT: Duration = Duration::from_secs(1);
 
+/// Where a segment's name points (see [`Segment::name_status`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NameStatus {
+    /// At this segment's file.
+    Here,
+    /// At another file: the segment was removed and the name reused.
+    Elsewhere,
+    /// Nowhere (removed, or unreadable).
+    Gone,
+}
+
 /// Whether opening waits for a creator that is still initialising.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Patience {
@@ -225,20 +236,14 @@ impl Segment {
                 }
                 if ready || !fresh {
                     let geometry = Geometry::validate(&identity, size).map_err(corrupt)?;
-                    let file = platform::fstat(fd).map_err(|e| io_error("fstat", name, e))?;
-                    let allocated = file.allocated;
-                    if allocated < geometry.total_size {
-                        return Err(corrupt(HeaderProblem::Sparse {
-                            allocated,
-                            size: geometry.total_size,
-                        }));
-                    }
+                    let file = allocated_file(name, fd, &geometry, corrupt)?;
+                    let name = name.to_owned();
                     return Ok(Self {
                         mapping,
                         geometry,
                         identity,
-                        name: name.to_owned(),
-                        file: file.identity,
+                        name,
+                        file,
                     });
                 }
             } else if timed_out {
@@ -270,15 +275,15 @@ impl Segment {
         state_word(&self.mapping).load(Ordering::Acquire) == state::REMOVED
     }
 
-    /// Whether the name now points at another file than the one mapped here (the
-    /// segment was removed and the name reused). A system call: for slow paths.
-    pub(crate) fn name_points_elsewhere(&self) -> bool {
-        platform::shm_lstat(&name::object(&self.name)).is_ok_and(|file| file.identity != self.file)
-    }
-
-    /// Whether the name still points at the file mapped here. A system call.
-    pub(crate) fn name_points_here(&self) -> bool {
-        platform::shm_lstat(&name::object(&self.name)).is_ok_and(|file| file.identity == self.file)
+    /// Where the name points now: at the file mapped here, at another file (the
+    /// segment was removed and the name reused), or nowhere. A system call: for slow
+    /// paths.
+    pub(crate) fn name_status(&self) -> NameStatus {
+        match platform::shm_lstat(&name::object(&self.name)) {
+            Ok(file) if file.identity == self.file => NameStatus::Here,
+            Ok(_) => NameStatus::Elsewhere,
+            Err(_) => NameStatus::Gone,
+        }
     }
 
     /// The segment's name.
@@ -407,4 +412,23 @@ fn remove_abandoned_builds() {
             let _ = platform::shm_unlink(&format!("{}{rest}", name::OBJECT_PREFIX));
         }
     }
+}
+
+/// The file's device and inode, once its pages are all allocated: a sparse file
+/// would fault (`SIGBUS`) on the missing pages once /dev/shm is full. `corrupt`
+/// names the problem as the caller reports header problems.
+fn allocated_file(
+    name: &str,
+    fd: &OwnedFd,
+    geometry: &Geometry,
+    corrupt: impl Fn(HeaderProblem) -> Error,
+) -> Result<(u64, u64), Error> {
+    let file = platform::fstat(fd).map_err(|e| io_error("fstat", name, e))?;
+    if file.allocated < geometry.total_size {
+        return Err(corrupt(HeaderProblem::Sparse {
+            allocated: file.allocated,
+            size: geometry.total_size,
+        }));
+    }
+    Ok(file.identity)
 }

@@ -10,7 +10,7 @@ use crate::error::{Error, SendError, TrySendError};
 use crate::options::Options;
 use crate::platform;
 use crate::ring::{Direction, Received, Redelivery, Ring, Scope};
-use crate::segment::{Patience, Segment};
+use crate::segment::{NameStatus, Patience, Segment};
 use crate::shm::ShmPlatform;
 use crate::wait::{SweepSchedule, Wait, WaitStrategy, Waiter};
 
@@ -360,6 +360,6 @@ impl Queue {
     /// Whether the segment's name now points at another segment (checked now and
     /// then by waiting calls; a system call).
     fn orphaned(&self) -> bool {
-        self.schedule.name_check_due() && self.ring.memory().name_points_elsewhere()
+        self.schedule.name_check_due() && self.ring.memory().name_status() == NameStatus::Elsewhere
     }
 }

@@ -266,16 +266,7 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
                 outcome.dead_consumer_pending = true;
                 return;
             }
-            // Take the claim over: once our record names it, we are its live holder,
-            // so the dead record can go and the lock can be dropped before the
-            // (user's, possibly slow) read. If we die before releasing, our dead
-            // record leads the next sweeper to it. Release: pairs with other
-            // sweepers' Acquire record scans.
-            self.record()
-                .dequeue_claim
-                .store(dequeue_claim, Ordering::Release);
-            // Release: as above; the dead record no longer names the claim.
-            record.dequeue_claim.store(CLAIM_NONE, Ordering::Release);
+            self.take_over(record, dequeue_claim);
             *taken_over = Some(dequeue_claim);
         }
         // Acquire: pairs with the Release just above if we took the claim over.
@@ -286,6 +277,17 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
             self.free_record(record);
             outcome.freed += 1;
         }
+    }
+
+    /// Takes a dead consumer's claim at `pos` over: once our record names it, we are
+    /// its live holder, so the dead record can go and the locks can be dropped before
+    /// the (user's, possibly slow) read. If we die before releasing, our dead record
+    /// leads the next sweeper to it.
+    fn take_over(&self, dead: &ParticipantRecord, pos: u64) {
+        // Release: pairs with other sweepers' Acquire record scans.
+        self.record().dequeue_claim.store(pos, Ordering::Release);
+        // Release: as above; the dead record no longer names the claim.
+        dead.dequeue_claim.store(CLAIM_NONE, Ordering::Release);
     }
 
     /// Publishes a dead producer's claimed slot at `pos` as a skip.
