@@ -47,6 +47,9 @@ pub struct SegmentInfo {
     pub max_participants: u64,
     /// Permission bits the creator asked for.
     pub mode: u32,
+    /// Deliveries a message gets before it goes to the dead-letter segment
+    /// ([`SegmentInfo::dead_letter_name`]); `0`: no limit.
+    pub max_deliveries: u64,
     /// Pid of the creating process.
     pub creator_pid: u64,
     /// When the segment was created (the creator's clock).
@@ -107,6 +110,13 @@ pub struct RecoveryCounts {
     pub freed: u64,
     /// Messages dropped because their length field was out of bounds.
     pub corrupt: u64,
+    /// Messages consumers gave back on purpose ([`Delivery::abandon`](crate::Delivery::abandon)).
+    pub abandoned: u64,
+    /// Messages moved to the dead-letter segment after their last allowed delivery.
+    pub dead_lettered: u64,
+    /// Moves to the dead-letter segment that failed (it was full or could not be
+    /// opened); each such message stayed in this segment and is tried again.
+    pub dead_letter_failures: u64,
 }
 
 /// A participant record as a snapshot shows it (part of [`SegmentInfo`]).
@@ -125,7 +135,8 @@ pub struct RecoveryCounts {
 pub struct ParticipantInfo {
     /// Record index.
     pub index: u64,
-    /// Owner pid.
+    /// Owner pid; `0` for a record that carries an abandoned message until a
+    /// consumer takes it over (it shows as dead).
     pub pid: u64,
     /// Owner start time (clock ticks since boot): with the pid, one process.
     pub start_time: u64,
@@ -169,6 +180,20 @@ impl SegmentInfo {
     /// ```
     pub fn dead(&self) -> usize {
         self.participants.len() - self.live()
+    }
+
+    /// The segment this one's dead letters go to (`NAME.dead`), if it has a
+    /// delivery limit.
+    ///
+    /// ```
+    /// # let name = "doc-dead-letter-name";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// assert_eq!(queue.info().dead_letter_name().as_deref(), Some("doc-dead-letter-name.dead"));
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn dead_letter_name(&self) -> Option<String> {
+        (self.max_deliveries != 0).then(|| crate::name::dead_letters(&self.name))
     }
 }
 
@@ -381,6 +406,7 @@ fn snapshot(segment: &Segment, platform: &ShmPlatform, own: Option<u64>) -> Segm
         total_size: identity.total_size,
         max_participants: identity.max_participants,
         mode: identity.mode as u32,
+        max_deliveries: identity.max_deliveries,
         creator_pid: identity.creator_pid,
         created: SystemTime::UNIX_EPOCH + Duration::from_nanos(identity.creation_time_ns),
         enqueue_pos,
@@ -397,6 +423,9 @@ fn snapshot(segment: &Segment, platform: &ShmPlatform, own: Option<u64>) -> Segm
             redelivered: stats.redelivered.load(Ordering::Relaxed),
             freed: stats.freed.load(Ordering::Relaxed),
             corrupt: stats.corrupt.load(Ordering::Relaxed),
+            abandoned: stats.abandoned.load(Ordering::Relaxed),
+            dead_lettered: stats.dead_lettered.load(Ordering::Relaxed),
+            dead_letter_failures: stats.dead_letter_failures.load(Ordering::Relaxed),
         },
     }
 }

@@ -38,7 +38,7 @@ impl HeapMemory {
             .map(|_| SlotHeader {
                 sequence: AtomicU64::new(0),
                 len: AtomicU32::new(0),
-                reserved: AtomicU32::new(0),
+                returns: AtomicU32::new(0),
             })
             .collect();
         let payloads = (0..capacity)

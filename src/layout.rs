@@ -127,8 +127,11 @@ pub struct Identity {
     pub initial_position: u64,
     /// Permission bits the creator asked for (informational).
     pub mode: u64,
+    /// Deliveries a message gets before it goes to the dead-letter segment instead
+    /// (`0`: no limit, redelivered forever). Any value is valid.
+    pub max_deliveries: u64,
     /// Reserved, zero.
-    pub reserved: [u64; 3],
+    pub reserved: [u64; 2],
 }
 
 /// A `u64` on a line of its own.
@@ -162,6 +165,13 @@ pub struct RecoveryStats {
     pub freed: AtomicU64,
     /// Messages that consumers rejected because their length field was out of bounds.
     pub corrupt: AtomicU64,
+    /// Messages a consumer gave back on purpose (abandoned) for another delivery.
+    pub abandoned: AtomicU64,
+    /// Messages moved to the dead-letter segment after their last allowed delivery.
+    pub dead_lettered: AtomicU64,
+    /// Attempts to move a message to the dead-letter segment that failed (it was
+    /// full, or could not be opened); the message stayed here and is tried again.
+    pub dead_letter_failures: AtomicU64,
 }
 
 /// The algorithm's shared state, right after [`Identity`].
@@ -192,8 +202,11 @@ pub struct SlotHeader {
     /// Payload length in bytes, or [`SKIP_LEN`]. Untrusted: checked against the
     /// maximum before use.
     pub len: AtomicU32,
-    /// Reserved, zero.
-    pub reserved: AtomicU32,
+    /// How many times the message was given back unfinished (its consumer died
+    /// holding it, or abandoned it) before the delivery now under way: `0` when
+    /// published. Written by its producer before publishing and by the one sweeper
+    /// that takes it over; saturates. Untrusted: any value is only a count.
+    pub returns: AtomicU32,
 }
 
 /// One registered handle. Written by its owner on every operation (only the claim

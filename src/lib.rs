@@ -119,7 +119,7 @@ pub use error::{
     TrySendError,
 };
 #[cfg(not(loom))]
-pub use handle::Queue;
+pub use handle::{AbandonError, Delivery, Queue};
 #[cfg(not(loom))]
 pub use options::Options;
 #[cfg(not(loom))]

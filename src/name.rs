@@ -47,6 +47,28 @@ pub(crate) fn validate(name: &str) -> Result<(), Error> {
     }
 }
 
+/// Suffix of a segment's dead-letter segment: `orders` sends its dead letters to
+/// `orders.dead`.
+pub(crate) const DEAD_LETTER_SUFFIX: &str = ".dead";
+
+/// The dead-letter segment's name for segment `name`.
+pub(crate) fn dead_letters(name: &str) -> String {
+    format!("{name}{DEAD_LETTER_SUFFIX}")
+}
+
+/// Checks the name of a segment that will send dead letters: its dead-letter
+/// segment's name must be valid too (so at most 195 bytes).
+pub(crate) fn validate_with_dead_letters(name: &str) -> Result<(), Error> {
+    validate(name)?;
+    if name.len() + DEAD_LETTER_SUFFIX.len() > MAX_NAME_LEN {
+        return Err(Error::InvalidName {
+            name: name.to_owned(),
+            reason: "with max_deliveries set, it may be at most 195 bytes (its dead letters go to NAME.dead); or set max_deliveries to 0",
+        });
+    }
+    Ok(())
+}
+
 /// Prefix of the object a segment is built in before it is published under its
 /// name (`shmq..new-PID-N`): user names cannot start with `.`, so it never collides
 /// with one, and listing skips it.

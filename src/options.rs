@@ -23,6 +23,12 @@ pub struct Options {
     pub mode: u32,
     /// Handles that may be attached at once (default 64).
     pub max_participants: u64,
+    /// Deliveries a message gets before it is moved to the dead-letter segment
+    /// `NAME.dead` instead of going to yet another consumer (default 5; `0`: no
+    /// limit, a message that kills every consumer is redelivered forever). A
+    /// delivery counts when its consumer dies holding the message or abandons it
+    /// ([`Delivery::abandon`](crate::Delivery::abandon)).
+    pub max_deliveries: u32,
     /// Which existing segments [`Queue::open_or_create`](crate::Queue::open_or_create)
     /// accepts when the name is taken (default: owned by this process's user; a
     /// `mode` that lets every user write also accepts such a segment).
@@ -32,8 +38,11 @@ pub struct Options {
     pub initial_position: u64,
 }
 
+/// Deliveries a message gets by default before it is dead-lettered.
+pub(crate) const DEFAULT_MAX_DELIVERIES: u32 = 5;
+
 impl Default for Options {
-    /// 1024 messages of up to 240 bytes, mode 0600, 64 participants.
+    /// 1024 messages of up to 240 bytes, mode 0600, 64 participants, 5 deliveries.
     ///
     /// ```
     /// assert_eq!(shmq::Options::default(), shmq::Options::new(1024, 240));
@@ -44,6 +53,7 @@ impl Default for Options {
             max_message_size: 240,
             mode: 0o600,
             max_participants: 64,
+            max_deliveries: DEFAULT_MAX_DELIVERIES,
             access: Access::default(),
             initial_position: 0,
         }
@@ -84,6 +94,18 @@ impl Options {
     /// ```
     pub fn max_participants(mut self, max: u64) -> Self {
         self.max_participants = max;
+        self
+    }
+
+    /// Sets how many deliveries a message gets before it goes to the dead-letter
+    /// segment `NAME.dead` (`0`: no limit).
+    ///
+    /// ```
+    /// assert_eq!(shmq::Options::new(2, 8).max_deliveries(3).max_deliveries, 3);
+    /// assert_eq!(shmq::Options::new(2, 8).max_deliveries, 5);
+    /// ```
+    pub fn max_deliveries(mut self, max: u32) -> Self {
+        self.max_deliveries = max;
         self
     }
 

@@ -63,7 +63,11 @@ impl Segment {
     /// creator killed at any point leaves the name free (and at most a private
     /// object that the next `create` of any process removes once PID is gone).
     pub(crate) fn create(name: &str, options: &Options) -> Result<(Arc<Self>, OwnedFd), Error> {
-        name::validate(name)?;
+        if options.max_deliveries == 0 {
+            name::validate(name)?;
+        } else {
+            name::validate_with_dead_letters(name)?;
+        }
         options.check_mode()?;
         let geometry = Geometry::new(
             options.capacity,
@@ -137,7 +141,8 @@ impl Segment {
             creation_time_ns: platform::realtime_ns(),
             initial_position: geometry.initial_position,
             mode: u64::from(options.mode),
-            reserved: [0; 3],
+            max_deliveries: u64::from(options.max_deliveries),
+            reserved: [0; 2],
         };
         let file = platform::fstat(fd)
             .map_err(|e| io_error("fstat", name, e))?

@@ -1,6 +1,7 @@
 //! [`Queue`]: the handle users hold. Attaching to a segment, and the send/receive
 //! grid: {try, blocking, timeout, deadline} × {owned `Vec`, into a buffer, zero copy}.
 
+use std::cell::OnceCell;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +15,10 @@ use crate::segment::{NameStatus, Patience, Segment};
 use crate::shm::ShmPlatform;
 use crate::wait::{SweepSchedule, Wait, WaitStrategy, Waiter};
 
+mod delivery;
 mod recv;
+
+pub use delivery::{AbandonError, Delivery};
 
 pub(crate) type ShmRing = Ring<Arc<Segment>, ShmPlatform>;
 type Message<'a> = Received<'a, Arc<Segment>, ShmPlatform>;
@@ -40,6 +44,8 @@ pub struct Queue {
     pub(crate) ring: ShmRing,
     wait: WaitStrategy,
     pub(crate) schedule: SweepSchedule,
+    /// The dead-letter segment, once a message needed it.
+    dead_letters: OnceCell<Box<Queue>>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -167,6 +173,7 @@ impl Queue {
             ring,
             wait: WaitStrategy::default(),
             schedule: SweepSchedule::new(),
+            dead_letters: OnceCell::new(),
         })
     }
 

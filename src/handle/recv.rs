@@ -9,6 +9,10 @@ use crate::error::{RecvError, TryRecvError};
 use crate::ring::{Direction, Redelivery, Scope, Unread};
 use crate::wait::{Wait, Waiter};
 
+/// Messages one receive may move to the dead-letter segment before it reports
+/// `Empty` (each costs a sweep).
+const DEAD_LETTERS_PER_CALL: usize = 4;
+
 impl Queue {
     // ---- receive: zero copy --------------------------------------------------------
 
@@ -30,7 +34,7 @@ impl Queue {
     /// ```
     #[inline(always)]
     pub fn try_recv_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, TryRecvError> {
-        self.try_receive(f)
+        self.poll_once(f)
     }
 
     /// Receives the next message, waiting while the queue is empty, and lends its
@@ -241,7 +245,7 @@ impl Queue {
     /// One non-blocking receive; now and then an empty one also sweeps for messages
     /// that dead consumers held.
     #[inline(always)]
-    fn try_receive<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, TryRecvError> {
+    fn poll_once<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, TryRecvError> {
         match self.ring.try_recv_with(f) {
             Ok(r) => Ok(r),
             Err(Unread::Empty(f)) if self.schedule.empty_poll_due() => {
@@ -283,13 +287,23 @@ impl Queue {
         }
     }
 
-    /// Sweeps, taking over one message a dead consumer held, if any (`Empty` if none).
-    fn take_redelivery(&self) -> Result<Message<'_>, TryRecvError> {
+    /// Sweeps, taking over one message a dead consumer held (or one abandoned), if
+    /// any (`Empty` if none). A message past its last allowed delivery goes to the
+    /// dead-letter segment instead, and the sweep looks again (a few times: each
+    /// sweep takes one message).
+    pub(super) fn take_redelivery(&self) -> Result<Message<'_>, TryRecvError> {
         self.schedule.swept(Instant::now());
-        self.ring
-            .sweep(Scope::Outstanding, Redelivery::TakeOne)
-            .redelivered
-            .unwrap_or(Err(TryRecvError::Empty))
+        for _ in 0..DEAD_LETTERS_PER_CALL {
+            let message = self
+                .ring
+                .sweep(Scope::Outstanding, Redelivery::TakeOne)
+                .redelivered
+                .unwrap_or(Err(TryRecvError::Empty))?;
+            if let Some(message) = self.screen(message) {
+                return Ok(message);
+            }
+        }
+        Err(TryRecvError::Empty)
     }
 
     fn check_buffer(&self, buffer: &[u8]) -> Result<(), TryRecvError> {
@@ -311,6 +325,6 @@ fn copy_into(buffer: &mut [u8], bytes: &[u8]) -> usize {
 
 /// A non-blocking receive error the blocking family reports as is (never `Empty`: a
 /// blocking receive waits that out).
-fn blocking_recv_error(e: TryRecvError) -> RecvError {
+pub(super) fn blocking_recv_error(e: TryRecvError) -> RecvError {
     RecvError::try_from(e).unwrap_or(RecvError::Timeout)
 }

@@ -401,12 +401,31 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         unsafe { self.memory.write_payload(index, message) };
         // Relaxed: made visible by the Release publish just below.
         slot.len.store(message.len() as u32, Ordering::Relaxed);
+        // Relaxed: as above. A new message has not been given back yet.
+        slot.returns.store(0, Ordering::Relaxed);
         // Release: publishes payload and length; pairs with the consumer's Acquire
         // load of the sequence in `claim`.
         slot.sequence.store(pos_add(pos, 1), Ordering::Release);
         self.count_operation();
         self.wake_if_waiting(&self.memory.shared().not_empty);
         Ok(())
+    }
+
+    /// Dequeues the next message and returns it still in its slot, which is
+    /// released when the [`Received`] is dropped (or handed back by
+    /// [`Received::abandon`]). `Ok(None)` when empty; skips are stepped over as in
+    /// [`Ring::try_recv_with`].
+    pub fn try_recv_message(&self) -> Result<Option<Received<'_, M, P>>, TryRecvError> {
+        for _ in 0..=self.capacity {
+            let Some(claimed) = self.claim(End::Dequeue) else {
+                return Ok(None);
+            };
+            self.count_operation();
+            if let Some(message) = self.open_claimed(claimed)? {
+                return Ok(Some(message));
+            }
+        }
+        Ok(None)
     }
 
     /// Dequeues the next message and lends its bytes to `f` while they sit in the
@@ -521,6 +540,12 @@ impl<M: RingMemory, P: Platform> Received<'_, M, P> {
     /// Lends the message bytes to `f`, then releases the slot.
     #[inline(always)]
     pub fn read<R>(self, f: impl FnOnce(&[u8]) -> R) -> R {
+        self.peek(f)
+    }
+
+    /// Lends the message bytes to `f`; the slot stays claimed.
+    #[inline(always)]
+    pub fn peek<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
         // SAFETY: we hold the consumer claim on the slot (claimed by CAS, or taken
         // over by the only sweeper from a dead holder) and `len` was bounds-checked
         // against the maximum in `open_claimed`.
@@ -528,6 +553,28 @@ impl<M: RingMemory, P: Platform> Received<'_, M, P> {
             self.ring
                 .memory
                 .read_payload(self.claimed.index, self.len, f)
+        }
+    }
+
+    /// How many times this message was given back unfinished (a consumer died
+    /// holding it, or abandoned it) before this delivery.
+    pub fn returns(&self) -> u32 {
+        // Relaxed: written before the publish our claim's Acquire saw, or by the
+        // sweeper that took the message over (ourselves, or a dead one whose death
+        // check ordered it).
+        self.claimed.slot.returns.load(Ordering::Relaxed)
+    }
+
+    /// Gives the message back unfinished, for another delivery (see
+    /// [`Ring::hand_back`]): the slot stays claimed, now by a record that a consumer
+    /// sweep will find and take over. `Err(self)` (still held) if no participant
+    /// record is free to carry it.
+    pub fn abandon(self) -> Result<(), Self> {
+        if self.ring.hand_back(self.claimed.pos) {
+            std::mem::forget(self);
+            Ok(())
+        } else {
+            Err(self)
         }
     }
 }

@@ -284,10 +284,50 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
     /// the (user's, possibly slow) read. If we die before releasing, our dead record
     /// leads the next sweeper to it.
     fn take_over(&self, dead: &ParticipantRecord, pos: u64) {
+        let (_, slot) = self.slot_at(pos);
+        // Relaxed: the slot is ours alone (its holder is dead or handed it back, and
+        // other sweepers are locked out); whoever reads the count next holds the
+        // claim after us: we ourselves, or a sweeper ordered by our death check.
+        let returns = slot.returns.load(Ordering::Relaxed);
+        slot.returns
+            .store(returns.saturating_add(1), Ordering::Relaxed);
         // Release: pairs with other sweepers' Acquire record scans.
         self.record().dequeue_claim.store(pos, Ordering::Release);
         // Release: as above; the dead record no longer names the claim.
         dead.dequeue_claim.store(CLAIM_NONE, Ordering::Release);
+    }
+
+    /// Gives back the consumer claim at `pos`, which this participant holds, for
+    /// another delivery: the claim moves to a free record that this participant
+    /// owns for a moment and then lets go of, so the record looks exactly like a
+    /// dead consumer's: the next consumer sweep (this participant's own included)
+    /// takes the message over, counts the return and delivers it again. `false`,
+    /// with the claim still ours, if no record is free.
+    pub(super) fn hand_back(&self, pos: u64) -> bool {
+        // pid 0: a record that carries a given-back message, not a process.
+        let Some((index, liveness)) = register(&self.memory, &self.platform, 0, 0) else {
+            return false;
+        };
+        let carrier = self.memory.participant(index);
+        // Release: pairs with the Acquire claim loads of a sweeper that judges the
+        // carrier (it can do so only after our liveness drop below, which orders
+        // this store too). Until our own record lets go of `pos` just below, a
+        // sweeper finds us as its live holder and leaves it.
+        carrier.dequeue_claim.store(pos, Ordering::Release);
+        // Release: pairs with a sweeper's Acquire scan of live records: one that
+        // sees this also sees the carrier naming `pos` (above), so the claim is
+        // never named by no record at all.
+        self.record()
+            .dequeue_claim
+            .store(CLAIM_NONE, Ordering::Release);
+        drop(liveness);
+        // Relaxed: a statistic.
+        self.memory
+            .shared()
+            .stats
+            .abandoned
+            .fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// Publishes a dead producer's claimed slot at `pos` as a skip.
