@@ -90,6 +90,9 @@ pub(crate) struct SweepSchedule {
     /// When a waiting call last checked whether the name still points at this
     /// handle's segment.
     last_name_check: Cell<Instant>,
+    /// Before this, sweeps leave dead consumers' messages alone (a move to the
+    /// dead-letter segment just failed).
+    redeliveries_held_until: Cell<Option<Instant>>,
 }
 
 /// How often a waiting call checks that the segment's name still points at its
@@ -102,7 +105,20 @@ impl SweepSchedule {
             last_sweep: Cell::new(Instant::now()),
             empty_polls: Cell::new(0),
             last_name_check: Cell::new(Instant::now()),
+            redeliveries_held_until: Cell::new(None),
         }
+    }
+
+    /// Makes sweeps leave dead consumers' messages alone until `until`.
+    pub(crate) fn hold_redeliveries_until(&self, until: Instant) {
+        self.redeliveries_held_until.set(Some(until));
+    }
+
+    /// Whether a sweep at `now` may take a dead consumer's message over.
+    pub(crate) fn redeliveries_allowed(&self, now: Instant) -> bool {
+        self.redeliveries_held_until
+            .get()
+            .is_none_or(|until| now >= until)
     }
 
     /// Whether a waiting call should check its segment's name now (at most every

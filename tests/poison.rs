@@ -189,7 +189,9 @@ fn consumer_that_aborts_on_one_message_sends_it_to_dead_letters_after_max_delive
     let queue = Queue::create(&name, &options).unwrap();
     let results = Queue::create(&results_name, &Options::new(8192, 8)).unwrap();
     let role = format!("{name}:{results_name}:{POISON}");
-    let mut consumers: Vec<Child> = (0..CONSUMERS).map(|_| spawn_consumer(TEST, &role)).collect();
+    let mut consumers: Vec<Child> = (0..CONSUMERS)
+        .map(|_| spawn_consumer(TEST, &role))
+        .collect();
     let producer = {
         let name = name.clone();
         std::thread::spawn(move || {
@@ -217,9 +219,18 @@ fn consumer_that_aborts_on_one_message_sends_it_to_dead_letters_after_max_delive
             let Some(status) = child.try_wait().unwrap() else {
                 continue;
             };
-            assert_eq!(status.signal(), Some(libc::SIGABRT), "consumer failed: {status}");
+            assert_eq!(
+                status.signal(),
+                Some(libc::SIGABRT),
+                "consumer failed: {status}"
+            );
             let mut out = String::new();
-            child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
             poison_deliveries.extend(
                 out.lines()
                     .filter_map(|l| l.split_once("POISON "))
@@ -238,13 +249,21 @@ fn consumer_that_aborts_on_one_message_sends_it_to_dead_letters_after_max_delive
     }
     for child in consumers {
         let output = child.wait_with_output().unwrap();
-        assert!(output.status.success(), "consumer failed: {}", output.status);
+        assert!(
+            output.status.success(),
+            "consumer failed: {}",
+            output.status
+        );
     }
     while let Ok(bytes) = results.try_recv() {
         *received.entry(id_of(&bytes)).or_default() += 1;
     }
     poison_deliveries.sort_unstable();
-    assert_eq!(poison_deliveries, vec![1, 2, 3], "one abort per allowed delivery");
+    assert_eq!(
+        poison_deliveries,
+        vec![1, 2, 3],
+        "one abort per allowed delivery"
+    );
     assert_eq!(dead_letters, vec![POISON.to_le_bytes().to_vec()]);
     assert!(!received.contains_key(&POISON));
     let lost: Vec<u64> = (0..MESSAGES)

@@ -33,6 +33,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::thread;
@@ -57,6 +58,12 @@ const MAX_MESSAGE: usize = 1 << 20;
 const BAD_TAG: u64 = u64::MAX;
 /// One consumer log record: tag (u64 LE) + receipt time in µs (u64 LE).
 const RECORD: usize = 16;
+/// About one message in this many is poison: every consumer that receives it
+/// aborts (after logging it).
+const POISON_ONE_IN: u64 = 2_000;
+/// The torture segment's delivery limit: a poison message goes to the dead-letter
+/// segment after this many deliveries.
+const MAX_DELIVERIES: u32 = 3;
 
 // ---- small helpers -----------------------------------------------------------------
 
@@ -221,6 +228,11 @@ fn message_len(tag: u64) -> usize {
     }
 }
 
+/// Whether every consumer that receives `tag` aborts.
+fn is_poison(tag: u64) -> bool {
+    mix(tag.rotate_left(17)) % POISON_ONE_IN == 0
+}
+
 /// Filler byte `i` of a large message (fixed, so producers need not rewrite 1 MiB).
 fn large_filler(i: usize) -> u8 {
     (i % 251) as u8
@@ -339,8 +351,16 @@ fn torture_producer() {
 }
 
 /// Receives until the drain file exists and the queue stayed empty for a while;
-/// logs every message inside the receive closure, before its slot is released.
+/// logs every message inside the receive closure, before its slot is released, and
+/// aborts on a poison message (after logging it).
 fn torture_consumer() {
+    // No core files for the expected aborts.
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid rlimit value for the calling process.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
     let queue = open_queue();
     let dir = PathBuf::from(env("SHMQ_DIR"));
     let (id, incarnation) = (env_u64("SHMQ_ID"), env_u64("SHMQ_INCARNATION"));
@@ -361,6 +381,9 @@ fn torture_consumer() {
             record[8..].copy_from_slice(&monotonic_micros().to_le_bytes());
             // One write(2) of 16 bytes to an O_APPEND file: on disk before release.
             log.write_all(&record).expect("receive log write");
+            if is_poison(tag) {
+                std::process::abort();
+            }
             if hold {
                 // Slow processing: widens the window for a kill holding a message.
                 thread::sleep(Duration::from_millis(1));
@@ -452,6 +475,11 @@ struct Crew {
     workers: Vec<Worker>,
     /// Incarnations started, per producer id.
     producer_incarnations: Vec<u64>,
+    /// Consumers that aborted on a poison message (and were restarted).
+    poison_aborts: u64,
+    /// Tags taken out of the dead-letter segment so far (as an operator would:
+    /// it holds only as many as the queue).
+    dead_letters: Vec<u64>,
 }
 
 impl Crew {
@@ -505,38 +533,85 @@ impl Crew {
         None
     }
 
-    /// Fails the test if a worker exited by itself (a panic in a child).
-    fn check_none_exited(&mut self) {
-        for worker in &mut self.workers {
-            if let Some(child) = &mut worker.child {
-                if let Some(status) = child.try_wait().expect("try_wait") {
-                    panic!(
-                        "{:?} {} (incarnation {}) exited by itself: {status}",
-                        worker.kind, worker.id, worker.incarnation
-                    );
-                }
+    /// Restarts every consumer that aborted on a poison message; fails the test if
+    /// a worker exited by itself in any other way (a panic in a child), or, unless
+    /// `draining`, exited at all.
+    fn check_none_exited(&mut self, draining: bool) {
+        for index in 0..self.workers.len() {
+            let worker = &mut self.workers[index];
+            let Some(child) = &mut worker.child else {
+                continue;
+            };
+            let Some(status) = child.try_wait().expect("try_wait") else {
+                continue;
+            };
+            if worker.kind == Kind::Consumer && status.signal() == Some(libc::SIGABRT) {
+                self.poison_aborts += 1;
+                self.start(index);
+                continue;
             }
+            assert!(
+                draining && status.success(),
+                "{:?} {} (incarnation {}) exited by itself: {status}",
+                worker.kind,
+                worker.id,
+                worker.incarnation
+            );
         }
     }
 
-    /// Waits for every worker of `kind` to exit cleanly.
+    /// Sleeps for `duration`, restarting consumers that abort on poison and
+    /// draining dead letters meanwhile (every 5 ms: a pool left without consumers,
+    /// or a full dead-letter segment, would stall the stream).
+    fn sleep(&mut self, duration: Duration) {
+        let end = Instant::now() + duration;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            thread::sleep(left.min(Duration::from_millis(5)));
+            self.check_none_exited(false);
+            self.drain_dead_letters();
+        }
+    }
+
+    /// Takes every message out of the dead-letter segment, if it exists yet.
+    fn drain_dead_letters(&mut self) {
+        let Ok(dead) = Queue::open(&format!("{}.dead", self.queue)) else {
+            return;
+        };
+        while let Ok(bytes) = dead.try_recv() {
+            self.dead_letters.push(decode(&bytes).unwrap_or(BAD_TAG));
+        }
+    }
+
+    /// Waits for every worker of `kind` to exit cleanly (restarting consumers that
+    /// abort on poison meanwhile).
     fn wait_exit(&mut self, kind: Kind, within: Duration) {
         let deadline = Instant::now() + within;
-        for worker in self.workers.iter_mut().filter(|w| w.kind == kind) {
-            let child = worker.child.as_mut().expect("running worker");
-            loop {
-                if let Some(status) = child.try_wait().expect("try_wait") {
-                    assert!(status.success(), "{kind:?} {} failed: {status}", worker.id);
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{kind:?} {} did not finish within {within:?}: the queue is wedged",
-                    worker.id
-                );
-                thread::sleep(Duration::from_millis(5));
+        loop {
+            self.check_none_exited(true);
+            self.drain_dead_letters();
+            let running: Vec<u64> = self
+                .workers
+                .iter_mut()
+                .filter(|w| w.kind == kind)
+                .filter_map(|w| {
+                    let exited = w.child.as_mut()?.try_wait().expect("try_wait");
+                    match exited {
+                        Some(status) if status.success() => {
+                            w.child = None;
+                            None
+                        }
+                        _ => Some(w.id),
+                    }
+                })
+                .collect();
+            if running.is_empty() {
+                return;
             }
-            worker.child = None;
+            assert!(
+                Instant::now() < deadline,
+                "{kind:?} {running:?} did not finish within {within:?}: the queue is wedged"
+            );
+            thread::sleep(Duration::from_millis(5));
         }
     }
 }
@@ -570,6 +645,12 @@ struct Report {
     out_of_order: u64,
     redelivered: u64,
     skipped: u64,
+    /// Consumers that aborted on a poison message.
+    poison_aborts: u64,
+    /// Poison messages received (first deliveries).
+    poison: u64,
+    /// Messages in the dead-letter segment at the end.
+    dead_lettered: u64,
     worst_stall: Duration,
     /// Seconds from the first receipt to the start of the worst stall.
     worst_stall_at: f64,
@@ -586,10 +667,14 @@ fn torture_round(capacity: u64, seconds: f64, seed: u64) -> Report {
     fs::create_dir_all(&dir).expect("work directory");
     let queue = Queue::create(
         &name,
-        &Options::new(capacity, MAX_MESSAGE as u64).max_participants(16),
+        &Options::new(capacity, MAX_MESSAGE as u64)
+            .max_participants(16)
+            .max_deliveries(MAX_DELIVERIES),
     )
     .expect("create");
     let _unlink = Unlink(name.clone());
+    let dead_letter_name = format!("{name}.dead");
+    let _unlink_dead = Unlink(dead_letter_name.clone());
 
     let mut crew = Crew {
         queue: name.clone(),
@@ -606,6 +691,8 @@ fn torture_round(capacity: u64, seconds: f64, seed: u64) -> Report {
             })
             .collect(),
         producer_incarnations: vec![0; PRODUCERS as usize],
+        poison_aborts: 0,
+        dead_letters: Vec::new(),
     };
     for index in 0..crew.workers.len() {
         crew.start(index);
@@ -619,8 +706,7 @@ fn torture_round(capacity: u64, seconds: f64, seed: u64) -> Report {
     let end = started + Duration::from_secs_f64(seconds);
     let mut kill_times = Vec::new();
     while Instant::now() < end {
-        thread::sleep(Duration::from_micros(rng.below(1_600_000)));
-        crew.check_none_exited();
+        crew.sleep(Duration::from_micros(rng.below(1_600_000)));
         // Every other kill aims at a participant seen holding a claim.
         let sniped = if (report.kills_producer + report.kills_consumer) % 2 == 1 {
             // Producers twice as often: their claim window is the narrower one.
@@ -649,7 +735,7 @@ fn torture_round(capacity: u64, seconds: f64, seed: u64) -> Report {
         }
         crew.start(victim);
     }
-    crew.check_none_exited();
+    crew.check_none_exited(false);
 
     // Stop producers (cleanly), then let consumers drain and leave.
     let stop_time = monotonic_micros();
@@ -665,9 +751,17 @@ fn torture_round(capacity: u64, seconds: f64, seed: u64) -> Report {
     while let Ok(bytes) = queue.recv_timeout(Duration::from_millis(300)) {
         leftovers.push(decode(&bytes).unwrap_or(BAD_TAG));
     }
+    crew.drain_dead_letters();
+    let dead_letters = std::mem::take(&mut crew.dead_letters);
     let info = queue.info();
     report.skipped = info.recovery.skipped;
     report.redelivered = info.recovery.redelivered;
+    report.poison_aborts = crew.poison_aborts;
+    report.dead_lettered = dead_letters.len() as u64;
+    assert_eq!(
+        info.recovery.dead_lettered, report.dead_lettered,
+        "the dead-letter segment holds every message moved there"
+    );
     assert_eq!(
         info.recovery.corrupt, 0,
         "no message may be reported corrupt"
@@ -678,6 +772,7 @@ fn torture_round(capacity: u64, seconds: f64, seed: u64) -> Report {
         "only this handle is still attached: {info:?}"
     );
 
+    leftovers.extend(&dead_letters);
     check_logs(
         &dir,
         &crew.producer_incarnations,
@@ -788,16 +883,27 @@ fn check_logs(
             if seq == acked && n > 0 {
                 report.in_flight_received += 1;
             }
+            if is_poison(tag(producer, incarnation, seq as u64)) && n > 0 {
+                report.poison += 1;
+                // Logged once per delivery, plus its copy in the dead letters.
+                if n > MAX_DELIVERIES + 1 {
+                    problems.push(format!(
+                        "poison message {:#x} seen {n} times: more than {MAX_DELIVERIES} deliveries",
+                        tag(producer, incarnation, seq as u64)
+                    ));
+                }
+            }
             report.duplicates += u64::from(n.saturating_sub(1));
         }
     }
     if lost > 0 {
         problems.push(format!("{lost} acknowledged messages lost in all"));
     }
-    if report.duplicates > report.kills_consumer {
+    let consumer_deaths = report.kills_consumer + report.poison_aborts;
+    if report.duplicates > consumer_deaths {
         problems.push(format!(
-            "{} duplicates but only {} consumer kills",
-            report.duplicates, report.kills_consumer
+            "{} duplicates but only {} consumer kills and {} poison aborts",
+            report.duplicates, report.kills_consumer, report.poison_aborts
         ));
     }
     if report.duplicates > report.redelivered {
@@ -813,10 +919,10 @@ fn check_logs(
             report.out_of_order, report.redelivered
         ));
     }
-    if report.redelivered > report.kills_consumer {
+    if report.redelivered > consumer_deaths {
         problems.push(format!(
-            "{} redeliveries but only {} consumer kills",
-            report.redelivered, report.kills_consumer
+            "{} redeliveries but only {} consumer kills and {} poison aborts",
+            report.redelivered, report.kills_consumer, report.poison_aborts
         ));
     }
 
@@ -872,8 +978,8 @@ fn torture_random_sigkills_lose_no_acknowledged_message() {
              {} producers and {} consumers seen mid-claim), \
              acknowledged {}, messages checked {} (+{} sent but unacknowledged), duplicates {}, \
              out of producer order {} (segment redelivered {}, skipped {} dead producers' \
-             slots), worst stall {:.1} ms \
-             ({:.1} s into the round, {})",
+             slots), poison messages {} (consumers aborted {}, dead-lettered {}), \
+             worst stall {:.1} ms ({:.1} s into the round, {})",
             report.seconds,
             report.kills_producer + report.kills_consumer,
             report.kills_producer,
@@ -887,6 +993,9 @@ fn torture_random_sigkills_lose_no_acknowledged_message() {
             report.out_of_order,
             report.redelivered,
             report.skipped,
+            report.poison,
+            report.poison_aborts,
+            report.dead_lettered,
             report.worst_stall.as_secs_f64() * 1e3,
             report.worst_stall_at,
             since_kill(report.worst_stall_after_kill),

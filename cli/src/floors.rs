@@ -203,7 +203,7 @@ pub fn two_line_echo(control: &Control) -> Result<Value, CliError> {
 
 // The bare ring's slot geometry mirrors shmq's slot layout, so both move the same
 // cache lines per hand-off: a 16-byte slot header (shmq's holds the sequence word,
-// the length and a reserved word; the bare ring uses only the sequence) before the
+// the length and a delivery count; the bare ring uses only the sequence) before the
 // payload, and slots aligned to 64 bytes, so a 64-byte payload takes a 128-byte
 // stride as in a shmq segment. Copied by hand because the library's layout is
 // private: if shmq's slot layout changes, change these with it.

@@ -72,6 +72,8 @@ enum Command {
     Ls(tools::LsArgs),
     /// Remove a segment (refuses while live processes are attached, unless --force).
     Rm(tools::RmArgs),
+    /// Show a segment's dead letters; --drain them to stdout or --requeue them.
+    DeadLetters(tools::DeadLettersArgs),
     /// Internal: one process of a benchmark (started by `shmq bench`).
     #[command(name = "__child", hide = true)]
     Child {
@@ -99,6 +101,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => tools::inspect(&args),
         Command::Ls(args) => tools::ls(&args),
         Command::Rm(args) => tools::rm(&args),
+        Command::DeadLetters(args) => tools::dead_letters(&args),
         Command::Child { role, spec } => child::run(&role, &spec),
     };
     match result {

@@ -367,18 +367,8 @@ fn queue_holding(name: &Name, count: u64) -> Queue {
     queue
 }
 
-/// The number in `… N taken from the queue …` of `shmq recv`'s closing message.
-fn taken_from_the_queue(stderr: &str) -> u64 {
-    stderr
-        .split(" taken from the queue")
-        .next()
-        .and_then(|before| before.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no `N taken from the queue` in: {stderr}"))
-}
-
 #[test]
-fn recv_into_a_pipe_whose_reader_leaves_takes_at_most_one_message_it_did_not_read() {
+fn recv_into_a_pipe_whose_reader_leaves_gives_back_what_it_did_not_read() {
     const QUEUED: u64 = 20;
     let name = Name::new("reader-leaves");
     let queue = queue_holding(&name, QUEUED);
@@ -402,13 +392,32 @@ fn recv_into_a_pipe_whose_reader_leaves_takes_at_most_one_message_it_did_not_rea
     assert_eq!(line, b"message-0");
     let err = stderr(&output);
     assert_eq!(code(&output), EX_OSERR, "{err}");
-    // What `recv` guarantees: it took the message the reader read, and at most one
-    // more (written but left unread, or whose write failed); it says how many.
-    let taken = taken_from_the_queue(&err);
-    assert!(taken == 1 || taken == 2, "{err}");
-    assert_eq!(queue.info().occupancy, QUEUED - taken, "{err}");
-    let next = queue.try_recv().expect("the rest is still queued");
-    assert_eq!(next, format!("message-{taken}").as_bytes());
+    // What `recv` guarantees: the reader got exactly the messages `recv`
+    // acknowledged; the one it took but could not deliver went back to the queue.
+    assert!(
+        err.contains("1 taken from the queue, every one written and read")
+            || err.contains("2 taken from the queue, 1 delivered: message 2 was given back"),
+        "{err}"
+    );
+    assert_eq!(remaining(&queue), (1..QUEUED).collect::<Vec<_>>(), "{err}");
+}
+
+/// Every message left in `queue` (the given-back one comes at the next sweep), as
+/// the numbers of `message-N`, sorted.
+fn remaining(queue: &Queue) -> Vec<u64> {
+    let mut left: Vec<u64> = std::iter::from_fn(|| {
+        queue
+            .recv_timeout(std::time::Duration::from_millis(300))
+            .ok()
+    })
+    .map(|m| {
+        String::from_utf8(m).unwrap()["message-".len()..]
+            .parse()
+            .unwrap()
+    })
+    .collect();
+    left.sort_unstable();
+    left
 }
 
 #[test]
@@ -425,10 +434,10 @@ fn recv_stops_at_the_first_message_it_cannot_write_and_says_so() {
     assert_eq!(code(&output), EX_OSERR, "{err}");
     assert!(
         err.contains("writing message 1 to stdout failed")
-            && err.contains("1 taken from the queue, 0 written: message 1 is lost"),
+            && err.contains("1 taken from the queue, 0 delivered: message 1 was given back"),
         "{err}"
     );
-    assert_eq!(queue.info().occupancy, 2, "{err}");
+    assert_eq!(remaining(&queue), vec![0, 1, 2], "{err}");
 }
 
 #[test]
@@ -522,4 +531,65 @@ fn ls_shows_a_name_with_terminal_escapes_escaped() {
     let removed = shmq(&["rm", &name], b"");
     assert!(stderr(&removed).contains(&escaped), "{}", stderr(&removed));
     assert!(!stderr(&removed).contains('\x1b'));
+}
+
+#[test]
+fn dead_letters_are_shown_drained_and_requeued() {
+    let name = Name::new("dead-letters");
+    let dead = Name(format!("{}.dead", name.0));
+    let out = shmq(&["create", &name.0, "--max-deliveries", "1"], b"");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mut queue = Queue::open(&name.0).expect("open");
+    for poison in [&b"bad 1"[..], b"bad 2"] {
+        queue.send(poison).expect("send");
+        queue
+            .try_receive()
+            .expect("receive")
+            .abandon()
+            .expect("abandon");
+    }
+    // A receive on the empty queue sweeps: both are past their last delivery.
+    assert!(queue
+        .recv_timeout(std::time::Duration::from_millis(300))
+        .is_err());
+    let shown = shmq(&["dead-letters", &name.0], b"");
+    assert_eq!(code(&shown), 0);
+    assert!(
+        stderr(&shown).contains(&format!("`{}` holds 2", dead.0)),
+        "{}",
+        stderr(&shown)
+    );
+    let inspect = stdout(&shmq(&["inspect", &name.0], b""));
+    assert!(
+        inspect.contains("2 abandoned, 2 dead-lettered"),
+        "{inspect}"
+    );
+    // Requeue one (after a "fix"), drain the other.
+    let drained = shmq(&["dead-letters", &name.0, "--drain"], b"");
+    assert_eq!(
+        (code(&drained), stdout(&drained)),
+        (0, "bad 1\nbad 2\n".to_owned())
+    );
+    queue.send(b"bad 3").expect("send");
+    queue
+        .try_receive()
+        .expect("receive")
+        .abandon()
+        .expect("abandon");
+    assert!(queue
+        .recv_timeout(std::time::Duration::from_millis(300))
+        .is_err());
+    let requeued = shmq(&["dead-letters", &name.0, "--requeue"], b"");
+    assert!(
+        stderr(&requeued).contains("requeued 1 dead letters"),
+        "{}",
+        stderr(&requeued)
+    );
+    let again = queue.try_receive().expect("requeued message");
+    assert_eq!((&*again, again.deliveries()), (&b"bad 3"[..], 1));
+    let none = shmq(&["dead-letters", &name.0], b"");
+    assert!(stderr(&none).contains("holds 0"), "{}", stderr(&none));
+    let unlimited = Name::new("no-limit");
+    shmq(&["create", &unlimited.0, "--max-deliveries", "0"], b"");
+    assert_eq!(code(&shmq(&["dead-letters", &unlimited.0], b"")), EX_USAGE);
 }

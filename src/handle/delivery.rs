@@ -95,11 +95,9 @@ impl<'q> Delivery<'q> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn abandon(self) -> Result<(), AbandonError<'q>> {
-        self.message
-            .abandon()
-            .map_err(|message| AbandonError {
-                delivery: Delivery::new(message),
-            })
+        self.message.abandon().map_err(|message| AbandonError {
+            delivery: Delivery::new(message),
+        })
     }
 }
 
@@ -208,20 +206,37 @@ impl Queue {
     }
 }
 
+/// How long a handle leaves messages of dead consumers alone after failing to move
+/// one to the dead-letter segment (each retry takes the message over and gives it
+/// back: not something to do in a spin loop).
+const DEAD_LETTER_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What [`Queue::screen`] did with a message taken over by a sweep.
+pub(super) enum Screened<'q> {
+    /// Deliver it.
+    Deliver(Message<'q>),
+    /// It went to the dead-letter segment.
+    DeadLettered,
+    /// It should have gone to the dead-letter segment but could not; it was given
+    /// back to this segment.
+    Kept,
+}
+
 /// Whether a message has had its last allowed delivery.
 fn exhausted(max_deliveries: u64, returns: u32) -> bool {
     max_deliveries != 0 && u64::from(returns) >= max_deliveries
 }
 
 impl Queue {
-    /// If `message` has had its last allowed delivery, moves it to the dead-letter
-    /// segment and returns `None`; otherwise hands it back for delivery. Nothing is
-    /// lost: if the move fails, the message is abandoned again (a later sweep
-    /// retries), and if even that fails it is delivered after all.
-    pub(super) fn screen<'q>(&'q self, message: Message<'q>) -> Option<Message<'q>> {
+    /// Delivers `message` unless it has had its last allowed delivery; then moves
+    /// it to the dead-letter segment. Nothing is lost: if the move fails (the
+    /// dead-letter segment is full or cannot be opened), the message is abandoned
+    /// again and this handle stops taking messages over for [`DEAD_LETTER_BACKOFF`]
+    /// (a later sweep retries); if even abandoning fails, it is delivered after all.
+    pub(super) fn screen<'q>(&'q self, message: Message<'q>) -> Screened<'q> {
         let max = self.ring.memory().identity().max_deliveries;
         if !exhausted(max, message.returns()) {
-            return Some(message);
+            return Screened::Deliver(message);
         }
         let stats = &self.ring.memory().shared().stats;
         let moved = self
@@ -232,11 +247,16 @@ impl Queue {
             drop(message);
             // Relaxed: a statistic.
             stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-            return None;
+            return Screened::DeadLettered;
         }
         // Relaxed: a statistic.
         stats.dead_letter_failures.fetch_add(1, Ordering::Relaxed);
-        message.abandon().err()
+        self.schedule
+            .hold_redeliveries_until(Instant::now() + DEAD_LETTER_BACKOFF);
+        match message.abandon() {
+            Ok(()) => Screened::Kept,
+            Err(message) => Screened::Deliver(message),
+        }
     }
 
     /// The dead-letter segment, opened (or created like this one: same capacity,

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::delivery::Screened;
 use super::{Message, Queue};
 use crate::error::{RecvError, TryRecvError};
 use crate::ring::{Direction, Redelivery, Scope, Unread};
@@ -292,15 +293,23 @@ impl Queue {
     /// dead-letter segment instead, and the sweep looks again (a few times: each
     /// sweep takes one message).
     pub(super) fn take_redelivery(&self) -> Result<Message<'_>, TryRecvError> {
-        self.schedule.swept(Instant::now());
+        let now = Instant::now();
+        self.schedule.swept(now);
+        if !self.schedule.redeliveries_allowed(now) {
+            // Still repair dead producers' slots; leave dead consumers' messages.
+            self.ring.sweep(Scope::Outstanding, Redelivery::Leave);
+            return Err(TryRecvError::Empty);
+        }
         for _ in 0..DEAD_LETTERS_PER_CALL {
             let message = self
                 .ring
                 .sweep(Scope::Outstanding, Redelivery::TakeOne)
                 .redelivered
                 .unwrap_or(Err(TryRecvError::Empty))?;
-            if let Some(message) = self.screen(message) {
-                return Ok(message);
+            match self.screen(message) {
+                Screened::Deliver(message) => return Ok(message),
+                Screened::DeadLettered => continue,
+                Screened::Kept => break,
             }
         }
         Err(TryRecvError::Empty)

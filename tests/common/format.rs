@@ -12,7 +12,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMQring");
 pub const LAYOUT_VERSION: u32 = 1;
 /// Positions wrap modulo 2^63.
 pub const POS_MASK: u64 = (1 << 63) - 1;
-/// Bytes in front of each slot's payload: sequence (u64), length (u32), reserved.
+/// Bytes in front of each slot's payload: sequence (u64), length (u32), returns (u32).
 pub const SLOT_HEADER_SIZE: u64 = 16;
 /// Offset of the length field inside a slot header.
 pub const SLOT_LEN_OFFSET: u64 = 8;
@@ -35,7 +35,8 @@ pub mod identity {
     pub const CREATION_TIME_NS: usize = 80;
     pub const INITIAL_POSITION: usize = 88;
     pub const MODE: usize = 96;
-    pub const RESERVED: usize = 104;
+    pub const MAX_DELIVERIES: usize = 104;
+    pub const RESERVED: usize = 112;
 }
 
 /// Where things are in a segment with the given parameters.

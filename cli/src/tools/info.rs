@@ -9,7 +9,7 @@ use std::io::Write as _;
 
 use clap::Args;
 use serde_json::{json, Value};
-use shmq::{ParticipantInfo, Queue, SegmentInfo};
+use shmq::{ParticipantInfo, Queue, RecoveryCounts, SegmentInfo};
 
 use super::escape::{ascii_json, shown};
 use super::escaped;
@@ -33,14 +33,6 @@ pub struct LsArgs {
     pub json: bool,
 }
 
-/// Recovery counters of a segment.
-struct Recovery {
-    skipped: u64,
-    redelivered: u64,
-    freed: u64,
-    corrupt: u64,
-}
-
 /// What the tools show of one segment.
 struct SegmentView<'a> {
     name: &'a str,
@@ -61,7 +53,9 @@ struct SegmentView<'a> {
     participants: &'a [ParticipantInfo],
     live: usize,
     dead: usize,
-    recovery: Recovery,
+    recovery: RecoveryCounts,
+    max_deliveries: u64,
+    dead_letters: Option<String>,
 }
 
 impl<'a> SegmentView<'a> {
@@ -89,12 +83,9 @@ impl<'a> SegmentView<'a> {
             participants: &info.participants,
             live: info.live(),
             dead: info.dead(),
-            recovery: Recovery {
-                skipped: info.recovery.skipped,
-                redelivered: info.recovery.redelivered,
-                freed: info.recovery.freed,
-                corrupt: info.recovery.corrupt,
-            },
+            recovery: info.recovery,
+            max_deliveries: info.max_deliveries,
+            dead_letters: info.dead_letter_name(),
         }
     }
 
@@ -129,7 +120,12 @@ impl<'a> SegmentView<'a> {
                 "redelivered": self.recovery.redelivered,
                 "freed": self.recovery.freed,
                 "corrupt": self.recovery.corrupt,
+                "abandoned": self.recovery.abandoned,
+                "dead_lettered": self.recovery.dead_lettered,
+                "dead_letter_failures": self.recovery.dead_letter_failures,
             },
+            "max_deliveries": self.max_deliveries,
+            "dead_letter_segment": self.dead_letters,
         })
     }
 
@@ -171,6 +167,22 @@ impl<'a> SegmentView<'a> {
             "recovery       {} skipped, {} redelivered, {} records freed, {} corrupt",
             r.skipped, r.redelivered, r.freed, r.corrupt
         );
+        let _ = match &self.dead_letters {
+            Some(dead) => writeln!(
+                text,
+                "deliveries     at most {}, then to `{}`: {} abandoned, {} dead-lettered, {} failed moves",
+                self.max_deliveries,
+                shown(dead),
+                r.abandoned,
+                r.dead_lettered,
+                r.dead_letter_failures
+            ),
+            None => writeln!(
+                text,
+                "deliveries     no limit (no dead letters): {} abandoned",
+                r.abandoned
+            ),
+        };
         let _ = writeln!(
             text,
             "participants   {} live, {} dead (table of {})",

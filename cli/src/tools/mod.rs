@@ -1,8 +1,9 @@
-//! Segment tools: `create`, `send`, `recv`, `inspect`, `ls`, `rm`. Sending and
+//! Segment tools: `create`, `send`, `recv`, `inspect`, `ls`, `rm`, `dead-letters`. Sending and
 //! receiving through stdin / stdout are in [`stream`], and what `recv` knows of a
 //! pipe on stdout in [`pipe`]; what `inspect` and `ls` show of a segment is in
 //! [`info`]; how every name is printed is in [`escape`].
 
+mod dead;
 mod escape;
 mod info;
 mod pipe;
@@ -14,6 +15,7 @@ use shmq::{Options, Queue, Removal};
 use crate::error::{CliError, EX_UNAVAILABLE};
 use escape::shown;
 
+pub use dead::{dead_letters, DeadLettersArgs};
 pub use info::{inspect, ls, InspectArgs, LsArgs};
 pub use stream::{recv, send, RecvArgs, SendArgs};
 
@@ -35,6 +37,10 @@ pub struct CreateArgs {
     /// Handles that may be attached at once.
     #[arg(long, default_value_t = 64)]
     pub participants: u64,
+    /// Deliveries a message gets before it moves to the dead-letter segment
+    /// NAME.dead (0: no limit).
+    #[arg(long, default_value_t = 5)]
+    pub max_deliveries: u32,
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
@@ -57,7 +63,8 @@ pub struct RmArgs {
 pub fn create(args: &CreateArgs) -> Result<(), CliError> {
     let options = Options::new(args.capacity, args.max_size)
         .mode(args.mode)
-        .max_participants(args.participants);
+        .max_participants(args.participants)
+        .max_deliveries(args.max_deliveries);
     let queue = Queue::create(&args.name, &options).map_err(escaped)?;
     eprintln!(
         "created segment `{}`: capacity {}, max message {} bytes, mode {:04o}",

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufWriter, Read, StdoutLock, Write};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use shmq::{Queue, RecvError, SendError};
+use shmq::{Delivery, Queue, RecvError, SendError};
 
 use super::escape::shown;
 use super::{escaped, pipe};
@@ -211,39 +211,41 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-/// `shmq recv`: each message is written and flushed while its slot is held, so a
-/// message whose write fails is the last one taken from the queue. When stdout is a
-/// pipe, the next message is taken only once the reader has read the last one (see
-/// [`pipe`]): a reader that goes away leaves at most one message taken but unread.
+/// `shmq recv`: each message is written and flushed while its slot is held, and
+/// acknowledged only once written (and, when stdout is a pipe, read: see [`pipe`]).
+/// A message whose write fails, or that the pipe's reader goes away without reading,
+/// is given back to the queue for another consumer.
 pub fn recv(args: &RecvArgs) -> Result<(), CliError> {
-    let queue = Queue::open(&args.name).map_err(escaped)?;
+    let mut queue = Queue::open(&args.name).map_err(escaped)?;
     let stdout = std::io::stdout();
-    let mut delivery = Delivery::new(stdout.lock(), queue.max_message_size(), args.framed);
-    while args.count.is_none_or(|count| delivery.written < count) {
+    let mut output = Output::new(stdout.lock(), queue.max_message_size(), args.framed);
+    while args.count.is_none_or(|count| output.written < count) {
         let waiting_since = Instant::now();
-        let outcome = loop {
-            delivery.check_reader()?;
+        loop {
+            output.check_reader()?;
             let Some(slice) = next_slice(args.timeout, waiting_since) else {
                 return Err(CliError::new(
                     EX_TEMPFAIL,
                     format!(
                         "timed out: no message within {:?} ({} received)",
                         args.timeout.unwrap_or_default(),
-                        delivery.written
+                        output.written
                     ),
                 ));
             };
-            match queue.recv_with_timeout(slice, |message| delivery.write(message)) {
+            match queue.receive_timeout(slice) {
+                Ok(delivery) => {
+                    output.deliver(delivery)?;
+                    break;
+                }
                 Err(RecvError::Timeout) => continue,
-                outcome => break outcome,
+                Err(e @ RecvError::Corrupt { .. }) => {
+                    eprintln!("shmq: {}", shown(&e.to_string()));
+                    break;
+                }
+                Err(e) => return Err(CliError::new(EX_SOFTWARE, e.to_string())),
             }
-        };
-        match outcome {
-            Ok(written) => written.map_err(|e| delivery.write_failed(&e))?,
-            Err(e @ RecvError::Corrupt { .. }) => eprintln!("shmq: {}", shown(&e.to_string())),
-            Err(e) => return Err(CliError::new(EX_SOFTWARE, e.to_string())),
         }
-        delivery.wait_until_read()?;
     }
     Ok(())
 }
@@ -261,7 +263,7 @@ fn next_slice(timeout: Option<Duration>, since: Instant) -> Option<Duration> {
 }
 
 /// `shmq recv`'s stdout, and the count of what went through it.
-struct Delivery<'a> {
+struct Output<'a> {
     out: BufWriter<StdoutLock<'a>>,
     framed: bool,
     /// Stdout is a pipe: a message written is delivered once its reader has read it.
@@ -272,7 +274,7 @@ struct Delivery<'a> {
     written: u64,
 }
 
-impl<'a> Delivery<'a> {
+impl<'a> Output<'a> {
     fn new(stdout: StdoutLock<'a>, max_message_size: u64, framed: bool) -> Self {
         // Room for the largest message and its frame prefix or newline: one write
         // per message.
@@ -286,9 +288,22 @@ impl<'a> Delivery<'a> {
         }
     }
 
-    /// Writes and flushes one message just taken from the queue (its slot still held).
-    fn write(&mut self, message: &[u8]) -> std::io::Result<()> {
+    /// Writes one message taken from the queue and acknowledges it once written and
+    /// read; gives it back if either fails.
+    fn deliver(&mut self, delivery: Delivery<'_>) -> Result<(), CliError> {
         self.taken += 1;
+        if let Err(e) = self.write(&delivery) {
+            return Err(self.undelivered(delivery, self.write_failed(&e)));
+        }
+        self.written += 1;
+        match self.wait_until_read() {
+            Ok(()) => Ok(()),
+            Err(what) => Err(self.undelivered(delivery, what)),
+        }
+    }
+
+    /// Writes and flushes one message.
+    fn write(&mut self, message: &[u8]) -> std::io::Result<()> {
         if self.framed {
             self.out.write_all(&(message.len() as u32).to_le_bytes())?;
             self.out.write_all(message)?;
@@ -296,9 +311,7 @@ impl<'a> Delivery<'a> {
             self.out.write_all(message)?;
             self.out.write_all(b"\n")?;
         }
-        self.out.flush()?;
-        self.written += 1;
-        Ok(())
+        self.out.flush()
     }
 
     /// Before taking a message: fails if stdout is a pipe nobody reads any more.
@@ -317,39 +330,46 @@ impl<'a> Delivery<'a> {
     }
 
     /// After a message is written: when stdout is a pipe, waits until the reader
-    /// has read it, and fails if the reader went away first.
-    fn wait_until_read(&self) -> Result<(), CliError> {
+    /// has read it. `Err` says what went wrong if the reader went away first.
+    fn wait_until_read(&self) -> Result<(), String> {
         if !self.pipe {
             return Ok(());
         }
-        match pipe::wait_until_read().map_err(|e| self.stdout_failed(&e))? {
-            pipe::Drained::Read => Ok(()),
-            pipe::Drained::ReaderGone => Err(self.lost(format!(
+        match pipe::wait_until_read() {
+            Ok(pipe::Drained::Read) => Ok(()),
+            Ok(pipe::Drained::ReaderGone) => Err(format!(
                 "stdout's reader went away without reading message {}",
                 self.taken
-            ))),
+            )),
+            Err(e) => Err(format!("watching stdout: {e}")),
         }
     }
 
-    /// The error for a failed write of the message just taken.
-    fn write_failed(&self, e: &std::io::Error) -> CliError {
+    /// What a failed write of the message just taken means.
+    fn write_failed(&self, e: &std::io::Error) -> String {
         let n = self.taken;
-        self.lost(match e.kind() {
+        match e.kind() {
             std::io::ErrorKind::BrokenPipe => {
                 format!("stdout's reader went away before message {n} could be written")
             }
             _ => format!("writing message {n} to stdout failed: {e}"),
-        })
+        }
     }
 
-    /// `what` happened to the last message taken: it is lost.
-    fn lost(&self, what: String) -> CliError {
+    /// `what` happened to the message just taken: it goes back to the queue (or, if
+    /// no participant record is free to carry it, is lost), and the run ends.
+    fn undelivered(&self, delivery: Delivery<'_>, what: String) -> CliError {
+        let fate = match delivery.abandon() {
+            Ok(()) => "was given back to the queue",
+            Err(_) => "is lost (no free participant record to give it back)",
+        };
         CliError::new(
             EX_OSERR,
             format!(
-                "{what}; {} taken from the queue, {} written: message {} is lost \
-                 (shmq cannot give a message back to the queue yet)",
-                self.taken, self.written, self.taken
+                "{what}; {} taken from the queue, {} delivered: message {} {fate}",
+                self.taken,
+                self.taken - 1,
+                self.taken
             ),
         )
     }
