@@ -309,17 +309,19 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
             return false;
         };
         let carrier = self.memory.participant(index);
-        // Release: pairs with the Acquire claim loads of a sweeper that judges the
-        // carrier (it can do so only after our liveness drop below, which orders
-        // this store too). Until our own record lets go of `pos` just below, a
-        // sweeper finds us as its live holder and leaves it.
-        carrier.dequeue_claim.store(pos, Ordering::Release);
-        // Release: pairs with a sweeper's Acquire scan of live records: one that
-        // sees this also sees the carrier naming `pos` (above), so the claim is
-        // never named by no record at all.
+        // Relaxed, like the store below: a sweeper judges the carrier only once it
+        // owns the carrier's liveness lock, so after our `drop(liveness)`, whose
+        // release (the platform's lock hand-over) orders both stores before it.
+        // Until then our own record names `pos`, so a sweeper finds a live holder
+        // and leaves the claim; the order of the two stores and the drop is what
+        // matters (a carrier let go of before it names the claim could be freed by
+        // a housekeeping sweep with the claim named by no record: the
+        // `abandoned_message_is_delivered_once_more` model fails then).
+        carrier.dequeue_claim.store(pos, Ordering::Relaxed);
+        // Relaxed: as above.
         self.record()
             .dequeue_claim
-            .store(CLAIM_NONE, Ordering::Release);
+            .store(CLAIM_NONE, Ordering::Relaxed);
         drop(liveness);
         // Relaxed: a statistic.
         self.memory
