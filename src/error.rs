@@ -304,6 +304,12 @@ pub enum HeaderProblem {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TrySendError {
+    /// The segment's file was shrunk under this handle (by a process with write
+    /// access) and the `SIGBUS` guard ([`install_sigbus_guard`](crate::install_sigbus_guard))
+    /// replaced its memory: this handle can no longer reach the queue. The operation
+    /// did not happen.
+    #[error("the segment's file was shrunk under this handle by a process with write access; its memory was replaced and this call did not happen: find who truncates it, then open the name again")]
+    Truncated,
     /// Every slot holds an unconsumed message (or one a consumer is still reading).
     #[error("queue is full")]
     Full,
@@ -335,6 +341,12 @@ pub enum TrySendError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
+    /// The segment's file was shrunk under this handle (by a process with write
+    /// access) and the `SIGBUS` guard ([`install_sigbus_guard`](crate::install_sigbus_guard))
+    /// replaced its memory: this handle can no longer reach the queue. The operation
+    /// did not happen.
+    #[error("the segment's file was shrunk under this handle by a process with write access; its memory was replaced and this call did not happen: find who truncates it, then open the name again")]
+    Truncated,
     /// The deadline passed with the queue still full.
     #[error("timed out: the queue stayed full")]
     Timeout,
@@ -371,6 +383,12 @@ pub enum SendError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TryRecvError {
+    /// The segment's file was shrunk under this handle (by a process with write
+    /// access) and the `SIGBUS` guard ([`install_sigbus_guard`](crate::install_sigbus_guard))
+    /// replaced its memory: this handle can no longer reach the queue. The operation
+    /// did not happen.
+    #[error("the segment's file was shrunk under this handle by a process with write access; its memory was replaced and this call did not happen: find who truncates it, then open the name again")]
+    Truncated,
     /// No published message is waiting.
     #[error("queue is empty")]
     Empty,
@@ -412,6 +430,12 @@ pub enum TryRecvError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RecvError {
+    /// The segment's file was shrunk under this handle (by a process with write
+    /// access) and the `SIGBUS` guard ([`install_sigbus_guard`](crate::install_sigbus_guard))
+    /// replaced its memory: this handle can no longer reach the queue. The operation
+    /// did not happen.
+    #[error("the segment's file was shrunk under this handle by a process with write access; its memory was replaced and this call did not happen: find who truncates it, then open the name again")]
+    Truncated,
     /// The deadline passed with the queue still empty.
     #[error("timed out: no message arrived")]
     Timeout,
@@ -450,6 +474,7 @@ impl TryFrom<TrySendError> for SendError {
     fn try_from(e: TrySendError) -> Result<Self, TrySendError> {
         match e {
             TrySendError::TooLarge { len, max } => Ok(SendError::TooLarge { len, max }),
+            TrySendError::Truncated => Ok(SendError::Truncated),
             TrySendError::Full => Err(e),
         }
     }
@@ -461,6 +486,7 @@ impl TryFrom<SendError> for TrySendError {
     fn try_from(e: SendError) -> Result<Self, SendError> {
         match e {
             SendError::TooLarge { len, max } => Ok(TrySendError::TooLarge { len, max }),
+            SendError::Truncated => Ok(TrySendError::Truncated),
             SendError::Timeout | SendError::Orphaned => Err(e),
         }
     }
@@ -476,6 +502,7 @@ impl TryFrom<TryRecvError> for RecvError {
             TryRecvError::Corrupt { position, len, max } => {
                 Ok(RecvError::Corrupt { position, len, max })
             }
+            TryRecvError::Truncated => Ok(RecvError::Truncated),
             TryRecvError::Empty => Err(e),
         }
     }
@@ -490,6 +517,7 @@ impl TryFrom<RecvError> for TryRecvError {
             RecvError::Corrupt { position, len, max } => {
                 Ok(TryRecvError::Corrupt { position, len, max })
             }
+            RecvError::Truncated => Ok(TryRecvError::Truncated),
             RecvError::Timeout | RecvError::Orphaned => Err(e),
         }
     }
@@ -513,7 +541,12 @@ mod tests {
             Err(SendError::Timeout)
         );
 
+        assert_eq!(
+            TrySendError::try_from(SendError::try_from(TrySendError::Truncated).unwrap()),
+            Ok(TrySendError::Truncated)
+        );
         for e in [
+            TryRecvError::Truncated,
             TryRecvError::BufferTooSmall { len: 1, max: 2 },
             TryRecvError::Corrupt {
                 position: 3,

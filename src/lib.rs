@@ -75,6 +75,8 @@ mod access;
 #[cfg(not(loom))]
 mod admin;
 #[cfg(not(loom))]
+mod guard;
+#[cfg(not(loom))]
 mod handle;
 #[cfg(not(loom))]
 mod name;
@@ -119,6 +121,8 @@ pub use error::{
     TrySendError,
 };
 #[cfg(not(loom))]
+#[cfg(not(loom))]
+pub use guard::install_sigbus_guard;
 pub use handle::{AbandonError, Delivery, Queue};
 #[cfg(not(loom))]
 pub use options::Options;

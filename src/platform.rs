@@ -191,6 +191,8 @@ pub fn reopen(fd: &OwnedFd) -> io::Result<OwnedFd> {
 pub struct Mapping {
     base: NonNull<u8>,
     len: usize,
+    /// Its entry in the `SIGBUS` guard's registry (dropped after the unmap).
+    guard: crate::guard::Registration,
 }
 
 // SAFETY: the mapping is plain memory shared with other processes anyway; all
@@ -223,12 +225,20 @@ impl Mapping {
         }
         let base = NonNull::new(ptr.cast::<u8>())
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EFAULT))?;
-        Ok(Self { base, len })
+        let guard = crate::guard::Registration::new(base.as_ptr(), len);
+        Ok(Self { base, len, guard })
     }
 
     /// First byte of the mapping (page aligned).
     pub fn base(&self) -> *mut u8 {
         self.base.as_ptr()
+    }
+
+    /// Whether the `SIGBUS` guard replaced this mapping (its file was shrunk under
+    /// it): its memory is no longer the segment's.
+    #[inline(always)]
+    pub fn lost(&self) -> bool {
+        self.guard.lost()
     }
 }
 

@@ -301,6 +301,13 @@ impl Segment {
         &self.identity
     }
 
+    /// Whether the `SIGBUS` guard replaced this segment's memory (its file was shrunk
+    /// under us): nothing read or written through it reaches the segment any more.
+    #[inline(always)]
+    pub(crate) fn lost(&self) -> bool {
+        self.mapping.lost()
+    }
+
     #[inline]
     fn slot_ptr(&self, index: u64) -> *mut u8 {
         assert!(index < self.geometry.capacity, "slot index out of range");

@@ -137,7 +137,11 @@ impl Queue {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_receive(&mut self) -> Result<Delivery<'_>, TryRecvError> {
-        if let Some(message) = self.ring.try_recv_message()? {
+        let received = self.ring.try_recv_message();
+        if self.lost() {
+            return Err(TryRecvError::Truncated);
+        }
+        if let Some(message) = received? {
             return Ok(Delivery::new(message));
         }
         if self.schedule.empty_poll_due() {
@@ -186,7 +190,11 @@ impl Queue {
         let this = &*self;
         let mut waiter = Waiter::new(this.wait_strategy(), deadline);
         loop {
-            if let Some(message) = this.ring.try_recv_message().map_err(blocking_recv_error)? {
+            let received = this.ring.try_recv_message();
+            if this.lost() {
+                return Err(RecvError::Truncated);
+            }
+            if let Some(message) = received.map_err(blocking_recv_error)? {
                 return Ok(Delivery::new(message));
             }
             if waiter.due_for_sweep(&this.ring, &this.schedule) {

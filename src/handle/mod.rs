@@ -285,7 +285,11 @@ impl Queue {
     /// ```
     #[inline]
     pub fn try_send(&self, message: &[u8]) -> Result<(), TrySendError> {
-        self.ring.try_send(message)
+        let sent = self.ring.try_send(message);
+        if self.lost() {
+            return Err(TrySendError::Truncated);
+        }
+        sent
     }
 
     /// Enqueues `message`, waiting while the queue is full.
@@ -341,7 +345,7 @@ impl Queue {
     fn send_until(&self, message: &[u8], deadline: Option<Instant>) -> Result<(), SendError> {
         let mut waiter = None;
         loop {
-            match self.ring.try_send(message) {
+            match self.try_send(message) {
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Full) => {}
                 Err(e) => return Err(blocking_send_error(e)),
@@ -364,6 +368,13 @@ fn blocking_send_error(e: TrySendError) -> SendError {
 }
 
 impl Queue {
+    /// Whether the `SIGBUS` guard replaced the segment's memory under this handle
+    /// (checked after every operation: one load of a flag no one writes otherwise).
+    #[inline(always)]
+    pub(crate) fn lost(&self) -> bool {
+        self.ring.memory().lost()
+    }
+
     /// Whether the segment's name now points at another segment (checked now and
     /// then by waiting calls; a system call).
     fn orphaned(&self) -> bool {

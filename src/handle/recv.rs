@@ -247,7 +247,11 @@ impl Queue {
     /// that dead consumers held.
     #[inline(always)]
     fn poll_once<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, TryRecvError> {
-        match self.ring.try_recv_with(f) {
+        let received = self.ring.try_recv_with(f);
+        if self.lost() {
+            return Err(TryRecvError::Truncated);
+        }
+        match received {
             Ok(r) => Ok(r),
             Err(Unread::Empty(f)) if self.schedule.empty_poll_due() => {
                 self.take_redelivery().map(|message| message.read(f))
@@ -267,7 +271,11 @@ impl Queue {
         let mut waiter = Waiter::new(self.wait_strategy(), deadline);
         let mut f = f;
         loop {
-            f = match self.ring.try_recv_with(f) {
+            let received = self.ring.try_recv_with(f);
+            if self.lost() {
+                return Err(RecvError::Truncated);
+            }
+            f = match received {
                 Ok(r) => return Ok(r),
                 Err(Unread::Empty(f)) => f,
                 Err(Unread::Failed(e)) => return Err(blocking_recv_error(e)),
