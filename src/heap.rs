@@ -113,6 +113,14 @@ unsafe impl RingMemory for HeapMemory {
             payload[..bytes.len()].copy_from_slice(bytes);
         })
     }
+    unsafe fn fill_payload<R>(&self, index: u64, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        self.payloads[index as usize].with_mut(|payload| {
+            // SAFETY: the caller holds the producer claim, so this is the only access
+            // to the cell (loom verifies that under --cfg loom).
+            let payload = unsafe { &mut *payload };
+            f(&mut payload[..len])
+        })
+    }
     unsafe fn read_payload<R>(&self, index: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
         // `with_mut`, not `with`: loom then also flags a producer write racing this
         // read in either direction, and the claim gives us exclusive access anyway.

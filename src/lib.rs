@@ -107,7 +107,7 @@ pub mod model {
     }
     pub use crate::ring::{
         Direction, End, Pending, Platform, Readiness, Received, Redelivery, Ring, RingMemory,
-        Scope, Sweep, Unread,
+        Scope, Sweep, Unread, Unsent,
     };
     pub use crate::sync::{spin_hint, yield_now, AtomicU32, Ordering};
 }

@@ -380,6 +380,18 @@ unsafe impl RingMemory for Segment {
     }
 
     #[inline]
+    unsafe fn fill_payload<R>(&self, index: u64, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        debug_assert!(len as u64 <= self.geometry.max_message_size);
+        // SAFETY: the caller holds the slot's producer claim and len <=
+        // max_message_size, so the slice lies inside this slot's payload area and no
+        // well-behaved participant touches it until we publish.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(self.slot_ptr(index).add(SLOT_HEADER_SIZE as usize), len)
+        };
+        f(bytes)
+    }
+
+    #[inline]
     unsafe fn read_payload<R>(&self, index: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
         debug_assert!(len as u64 <= self.geometry.max_message_size);
         // SAFETY: the caller owns the slot and len <= max_message_size, so the slice

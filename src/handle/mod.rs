@@ -10,12 +10,13 @@ use crate::access::Access;
 use crate::error::{Error, SendError, TrySendError};
 use crate::options::Options;
 use crate::platform;
-use crate::ring::{Direction, Received, Redelivery, Ring, Scope};
+use crate::ring::{Received, Redelivery, Ring, Scope};
 use crate::segment::{NameStatus, Patience, Segment};
 use crate::shm::ShmPlatform;
-use crate::wait::{SweepSchedule, Wait, WaitStrategy, Waiter};
+use crate::wait::{SweepSchedule, WaitStrategy};
 
 mod delivery;
+mod loan;
 mod recv;
 
 pub use delivery::{AbandonError, Delivery};
@@ -343,21 +344,10 @@ impl Queue {
     }
 
     fn send_until(&self, message: &[u8], deadline: Option<Instant>) -> Result<(), SendError> {
-        let mut waiter = None;
-        loop {
-            match self.try_send(message) {
-                Ok(()) => return Ok(()),
-                Err(TrySendError::Full) => {}
-                Err(e) => return Err(blocking_send_error(e)),
-            }
-            let waiter = waiter.get_or_insert_with(|| Waiter::new(self.wait, deadline));
-            if waiter.due_for_sweep(&self.ring, &self.schedule) && self.orphaned() {
-                return Err(SendError::Orphaned);
-            }
-            if waiter.wait(&self.ring, &self.schedule, Direction::NotFull) == Wait::TimedOut {
-                return Err(SendError::Timeout);
-            }
-        }
+        // The copy a blocking send makes: the same inline one as `try_send`.
+        self.send_with_until(message.len(), deadline, |slot| {
+            crate::copy::copy_prefix(slot, message)
+        })
     }
 }
 

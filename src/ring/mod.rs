@@ -93,6 +93,12 @@ pub unsafe trait RingMemory {
     /// The caller holds the producer claim on the slot and `bytes.len()` is at most
     /// the maximum message size.
     unsafe fn write_payload(&self, index: u64, bytes: &[u8]);
+    /// Lends the first `len` payload bytes of slot `index` to `f` for writing in
+    /// place (their prior contents are whatever the slot held).
+    ///
+    /// # Safety
+    /// As for [`RingMemory::write_payload`], with `len` for the length.
+    unsafe fn fill_payload<R>(&self, index: u64, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R;
     /// Lends the first `len` payload bytes of slot `index` to `f`.
     ///
     /// # Safety
@@ -122,6 +128,10 @@ unsafe impl<T: RingMemory> RingMemory for std::sync::Arc<T> {
     unsafe fn read_payload<R>(&self, index: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
         // SAFETY: same contract, passed through.
         unsafe { (**self).read_payload(index, len, f) }
+    }
+    unsafe fn fill_payload<R>(&self, index: u64, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        // SAFETY: same contract, passed through.
+        unsafe { (**self).fill_payload(index, len, f) }
     }
 }
 
@@ -224,6 +234,32 @@ pub enum Unread<F> {
     Empty(F),
     /// The message at the head was dropped (a corrupt length); the error says why.
     Failed(TryRecvError),
+}
+
+/// Why a send did not run its writer.
+#[derive(Debug)]
+pub enum Unsent<F> {
+    /// No free slot: the writer comes back unused.
+    Full(F),
+    /// The message cannot be sent at all; the error says why.
+    Failed(TrySendError),
+}
+
+/// Publishes a slot claimed for a send in place when dropped: as a message of `len`
+/// bytes once the writer returned, or as a skip if it unwound (consumers step over
+/// it, as over a dead producer's slot).
+struct Publishing<'a, M: RingMemory, P: Platform> {
+    ring: &'a Ring<M, P>,
+    slot: &'a SlotHeader,
+    pos: u64,
+    len: u32,
+}
+
+impl<M: RingMemory, P: Platform> Drop for Publishing<'_, M, P> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.ring.publish(self.slot, self.pos, self.len);
+    }
 }
 
 /// A position this participant claimed with the cursor CAS and has not finished.
@@ -399,8 +435,49 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         // the slot released by its last consumer, so nobody else touches this payload
         // until we publish; the length was checked against the maximum at the top.
         unsafe { self.memory.write_payload(index, message) };
+        self.publish(slot, pos, message.len() as u32);
+        Ok(())
+    }
+
+    /// Claims a free slot and lends `f` its first `len` payload bytes to write the
+    /// message in place (no copy); publishes when `f` returns. If `f` unwinds, the
+    /// slot is published as a skip, which consumers step over. `f` runs only if a
+    /// slot was claimed; otherwise it comes back ([`Unsent`]).
+    #[inline]
+    pub fn try_send_with<R, F: FnOnce(&mut [u8]) -> R>(
+        &self,
+        len: usize,
+        f: F,
+    ) -> Result<R, Unsent<F>> {
+        if len as u64 > self.max_message_size {
+            return Err(Unsent::Failed(TrySendError::TooLarge {
+                len,
+                max: self.max_message_size,
+            }));
+        }
+        let Some(Claimed { pos, index, slot }) = self.claim(End::Enqueue) else {
+            return Err(Unsent::Full(f));
+        };
+        let mut publishing = Publishing {
+            ring: self,
+            slot,
+            pos,
+            len: SKIP_LEN,
+        };
+        // SAFETY: as in `try_send`: the claim made us the only producer of `pos`,
+        // and `len` was checked against the maximum at the top.
+        let written = unsafe { self.memory.fill_payload(index, len, f) };
+        publishing.len = len as u32;
+        drop(publishing);
+        Ok(written)
+    }
+
+    /// Publishes the slot at `pos`, claimed by this producer, holding `len` bytes
+    /// (or [`SKIP_LEN`]), and wakes a sleeping consumer.
+    #[inline(always)]
+    fn publish(&self, slot: &SlotHeader, pos: u64, len: u32) {
         // Relaxed: made visible by the Release publish just below.
-        slot.len.store(message.len() as u32, Ordering::Relaxed);
+        slot.len.store(len, Ordering::Relaxed);
         // Relaxed: as above. A new message has not been given back yet.
         slot.returns.store(0, Ordering::Relaxed);
         // Release: publishes payload and length; pairs with the consumer's Acquire
@@ -408,7 +485,6 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         slot.sequence.store(pos_add(pos, 1), Ordering::Release);
         self.count_operation();
         self.wake_if_waiting(&self.memory.shared().not_empty);
-        Ok(())
     }
 
     /// Dequeues the next message and returns it still in its slot, which is
