@@ -121,8 +121,8 @@ pub use error::{
     TrySendError,
 };
 #[cfg(not(loom))]
-#[cfg(not(loom))]
 pub use guard::install_sigbus_guard;
+#[cfg(not(loom))]
 pub use handle::{AbandonError, Delivery, Queue};
 #[cfg(not(loom))]
 pub use options::Options;
