@@ -195,3 +195,22 @@ fn a_table_full_of_dead_participants_is_reclaimed_on_open() {
     drop(reopened);
     Queue::unlink(&name).unwrap();
 }
+
+/// A receive inside a receive closure, on the same handle, would record its claim
+/// over the claim of the message the closure holds: refused (a panic, like a
+/// `RefCell` borrowed twice). Through another handle it is fine.
+#[test]
+#[should_panic(expected = "inside that handle's own receive closure")]
+fn a_receive_inside_a_receive_closure_on_the_same_handle_panics() {
+    let name = unique("nested");
+    let _unlink = common::UnlinkOnDrop(&name);
+    let queue = Queue::create(&name, &Options::new(4, 8)).unwrap();
+    let other = queue.try_clone().unwrap();
+    queue.send(b"outer").unwrap();
+    queue.send(b"inner").unwrap();
+    let inner = queue.try_recv_with(|_| other.try_recv().unwrap()).unwrap();
+    assert_eq!(inner, b"inner");
+    queue.send(b"again").unwrap();
+    queue.send(b"again").unwrap();
+    let _ = queue.recv_with(|_| queue.try_recv());
+}

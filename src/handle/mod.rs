@@ -1,7 +1,7 @@
 //! [`Queue`]: the handle users hold. Attaching to a segment, and the send/receive
 //! grid: {try, blocking, timeout, deadline} × {owned `Vec`, into a buffer, zero copy}.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +47,8 @@ pub struct Queue {
     pub(crate) schedule: SweepSchedule,
     /// The dead-letter segment, once a message needed it.
     dead_letters: OnceCell<Box<Queue>>,
+    /// Set while a receive closure runs (see `holding` in `recv.rs`).
+    receiving: Cell<bool>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -175,6 +177,7 @@ impl Queue {
             wait: WaitStrategy::default(),
             schedule: SweepSchedule::new(),
             dead_letters: OnceCell::new(),
+            receiving: Cell::new(false),
         })
     }
 

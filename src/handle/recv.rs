@@ -247,6 +247,7 @@ impl Queue {
     /// that dead consumers held.
     #[inline(always)]
     fn poll_once<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, TryRecvError> {
+        let f = self.holding(f);
         let received = self.ring.try_recv_with(f);
         if self.lost() {
             return Err(TryRecvError::Truncated);
@@ -269,7 +270,7 @@ impl Queue {
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R, RecvError> {
         let mut waiter = Waiter::new(self.wait_strategy(), deadline);
-        let mut f = f;
+        let mut f = self.holding(f);
         loop {
             let received = self.ring.try_recv_with(f);
             if self.lost() {
@@ -293,6 +294,32 @@ impl Queue {
             if waiter.wait(&self.ring, &self.schedule, Direction::NotEmpty) == Wait::TimedOut {
                 return Err(RecvError::Timeout);
             }
+        }
+    }
+
+    /// Wraps a receive closure so that, while it runs, this handle refuses another
+    /// receive (which would record its claim over the one the closure holds: a
+    /// crash then could never give that message to anyone again). Panics if called
+    /// from inside such a closure.
+    #[inline(always)]
+    fn holding<'a, R, F: FnOnce(&[u8]) -> R + 'a>(&'a self, f: F) -> impl FnOnce(&[u8]) -> R + 'a {
+        assert!(
+            !self.receiving.get(),
+            "shmq: a receive on a handle inside that handle's own receive closure would \
+             let a crash lose the message the closure holds; receive through another \
+             handle (Queue::try_clone)"
+        );
+        move |bytes| {
+            /// Clears the flag however the closure ends.
+            struct Holding<'a>(&'a std::cell::Cell<bool>);
+            impl Drop for Holding<'_> {
+                fn drop(&mut self) {
+                    self.0.set(false);
+                }
+            }
+            self.receiving.set(true);
+            let _holding = Holding(&self.receiving);
+            f(bytes)
         }
     }
 
