@@ -137,9 +137,14 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
                 return false;
             }
             let record = self.memory.participant(index);
-            // Acquire: pairs with the Release claim stores (module docs).
+            // Acquire: pairs with the Release claim stores (module docs) and with
+            // `unregister`'s Release resets: a later value than `pos` shows `pos` done.
             let claim = end.claim_word(record).load(Ordering::Acquire);
-            // Acquire: pairs with registration's state CAS.
+            // Acquire: pairs with the Release of FREE in `unregister`. The claim load
+            // may return `pos` from before its owner finished `pos` and left; FREE
+            // then says "no holder", and only this edge makes the second sequence load
+            // in `orphaned` see the finish (no liveness check follows a FREE). Not
+            // Relaxed: live_consumer_leaving_is_not_redelivered catches it.
             claim == pos
                 && record.state.load(Ordering::Acquire) == participant::ACTIVE
                 && self.platform.is_alive(index)
@@ -338,11 +343,21 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
     /// then releases the liveness.
     pub(super) fn unregister(&self) {
         let record = self.record();
-        // Relaxed: published by the Release below.
-        record.enqueue_claim.store(CLAIM_NONE, Ordering::Relaxed);
-        record.dequeue_claim.store(CLAIM_NONE, Ordering::Relaxed);
+        // Release: pairs with a sweeper's Acquire claim load in `live_holder`: one that
+        // reads CLAIM_NONE here (a value later than our last claim) must also see the
+        // slot we finished as done, or it takes a message we received for a dead
+        // participant's (live_consumer_leaving_is_not_redelivered) or skips one we
+        // published (live_producer_leaving_is_not_skipped).
+        record.enqueue_claim.store(CLAIM_NONE, Ordering::Release);
+        // Release: as above.
+        record.dequeue_claim.store(CLAIM_NONE, Ordering::Release);
+        // Relaxed: the next owner of the record gets it after `Drop` releases our
+        // liveness lock (`Platform` docs); a sweeper reads it only once we are dead.
         record.waiting.store(0, Ordering::Relaxed);
-        // Release: pairs with the next registrant's Acquire CAS.
+        // Release: pairs with the Acquire state load in `live_holder`, which may read
+        // FREE after our last claim (before its reset): the slot we finished must
+        // then be done for it. The next registrant needs no Release: it owns our
+        // liveness lock only after `Drop` releases it.
         record.state.store(participant::FREE, Ordering::Release);
     }
 
