@@ -35,6 +35,11 @@ weakenings=(
   "sweep-cursor-seqcst|ring/recovery.rs|let cursor = end.cursor(memory.shared()).load(Ordering::SeqCst);|Ordering::SeqCst|Ordering::Relaxed"
   "live-holder-claim-acquire|ring/recovery.rs|let claim = end.claim_word(record).load(Ordering::Acquire);|Ordering::Acquire|Ordering::Relaxed"
   "skip-publish-release|ring/recovery.rs|// Release: pairs with the consumer's Acquire load of the sequence, so|NEXT:Ordering::Release,|Ordering::Relaxed,"
+  "live-holder-state-acquire|ring/recovery.rs|&& record.state.load(Ordering::Acquire) == participant::ACTIVE|Ordering::Acquire|Ordering::Relaxed"
+  # A clean exit's record reset (ring/recovery.rs, unregister), as live_holder reads it.
+  "unregister-enqueue-reset-release|ring/recovery.rs|record.enqueue_claim.store(CLAIM_NONE, Ordering::Release);|Ordering::Release|Ordering::Relaxed"
+  "unregister-dequeue-reset-release|ring/recovery.rs|record.dequeue_claim.store(CLAIM_NONE, Ordering::Release);|Ordering::Release|Ordering::Relaxed"
+  "unregister-state-release|ring/recovery.rs|record.state.store(participant::FREE, Ordering::Release);|Ordering::Release|Ordering::Relaxed"
   # The wake-up proof (ring/wake.rs).
   "wake-waiters-seqcst|ring/wake.rs|if word.waiters.load(Ordering::SeqCst) != 0 {|Ordering::SeqCst|Ordering::Relaxed"
   "park-waiters-seqcst|ring/wake.rs|word.waiters.fetch_add(1, Ordering::SeqCst);|Ordering::SeqCst|Ordering::Relaxed"

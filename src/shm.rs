@@ -5,7 +5,9 @@
 //! Each handle has its own open file description of the segment (its own `open`),
 //! so the locks it takes are its own: the kernel drops them when the handle's
 //! descriptor closes, and when its process dies however it dies. Lock offsets are
-//! part of the layout ([`crate::layout::participant_lock_offset`]).
+//! part of the layout ([`crate::layout::participant_lock_offset`]). The locks are
+//! also the memory edges the ring's sweep and registration rely on: the
+//! [`Platform`] docs ("Ordering contract") say how these calls give them.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;

@@ -59,6 +59,13 @@ struct PlatformState {
 /// `is_alive(i)` asks whether anyone holds it, so a record freed and taken again by a
 /// new registrant is alive again.
 ///
+/// It gives the `Platform` ordering contract (`src/ring/mod.rs`): each lock is an
+/// atomic whose release (a guard's drop, or `kill`) is a Release store, and whose
+/// `try_own`, `try_lock_recovery` and `is_alive` read it with Acquire, so a
+/// successful try-lock, or a death check that answers dead, synchronises with the
+/// release it read. No model dies holding the recovery lock, so `kill` releases
+/// liveness locks only.
+///
 /// The futex model never times out and never returns spuriously: a waiter returns
 /// only once its word has changed. A lost wake-up therefore leaves the waiter asleep
 /// forever, which loom reports as a deadlock.
@@ -70,8 +77,9 @@ pub struct LivenessGuard(std::sync::Arc<AtomicBool>);
 
 impl Drop for LivenessGuard {
     fn drop(&mut self) {
-        // Release: pairs with the Acquire in `is_alive` and in the next `try_own`, as
-        // the kernel's lock hand-over orders what the owner did before unlocking.
+        // Release: pairs with the Acquire in `is_alive` and in the next `try_own`
+        // (the `Platform` ordering contract), as the kernel's lock hand-over orders
+        // what the owner did before unlocking.
         self.0.store(false, Ordering::Release);
     }
 }
@@ -81,7 +89,8 @@ pub struct RecoveryGuard(Arc<PlatformState>);
 
 impl Drop for RecoveryGuard {
     fn drop(&mut self) {
-        // Release: the next sweeper's Acquire CAS sees every repair we made.
+        // Release: the next sweeper's Acquire CAS sees every repair we made (the
+        // `Platform` ordering contract).
         self.0.recovery_locked.store(false, Ordering::Release);
     }
 }

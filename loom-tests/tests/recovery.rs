@@ -347,3 +347,111 @@ fn live_producer_claiming_twice_is_not_skipped() {
         );
     });
 }
+
+/// A consumer died inside its claim step, after recording the head position `p` and
+/// before its CAS. A live consumer then receives once (it takes `p`, the dead record's
+/// position, and releases it) and leaves cleanly: it drops its handle, which resets
+/// its claims, frees its record and releases its liveness lock. Meanwhile the
+/// sweeper sweeps once with `Scope::Outstanding` and once with
+/// `Scope::Housekeeping`, both taking a dead consumer's message if they judge one
+/// stuck. Asserts: each message is delivered exactly once in all; nothing is
+/// redelivered; the dead record is freed exactly once (the leaver's is given back,
+/// not freed by a sweep); the ring is usable.
+///
+/// The sweeper scans the leaver's record while it goes: it may read `p` there (from
+/// before the leaver finished `p`) and then FREE, or read the reset CLAIM_NONE. Either
+/// way "no live holder" may be concluded only with the leaver's release of `p` in
+/// view, which the Release resets and the Release of FREE in `unregister` give (with
+/// `live_holder`'s Acquire loads); no liveness check follows there.
+///
+/// Bound: 4 preemptions, as in `live_consumer_claiming_twice_is_not_redelivered`:
+/// the sweeper between its outstanding check and its record scan, the consumer
+/// between claim and release and inside its exit, and one spare.
+#[test]
+fn live_consumer_leaving_is_not_redelivered() {
+    check("live_consumer_leaving_is_not_redelivered", 4, || {
+        let (memory, platform, mut rings) = ring(2, 3, NEAR_WRAP);
+        let sweeper = rings.pop().unwrap();
+        let leaver = rings.pop().unwrap();
+        let dying = rings.pop().unwrap();
+        sweeper.try_send(&[0, 0]).unwrap();
+        sweeper.try_send(&[0, 1]).unwrap();
+        // The ring is full, so the dying consumer's death claims nothing at the other end.
+        die_after_recording_claim(dying, &platform, End::Dequeue);
+        let leaves = thread::spawn(move || {
+            let got = try_recv(&leaver).expect("two messages, none taken yet");
+            drop(leaver);
+            got
+        });
+        let mut all = Vec::new();
+        for scope in [Scope::Outstanding, Scope::Housekeeping] {
+            let sweep = sweeper.sweep(scope, Redelivery::TakeOne);
+            assert!(!sweep.busy, "the only sweeper");
+            assert_eq!(sweep.skipped, 0, "no producer died");
+            if let Some(message) = sweep.redelivered {
+                all.push(message.expect("a sound length").read(decode));
+            }
+        }
+        all.push(leaves.join().unwrap());
+        all.extend(try_recv(&sweeper).ok());
+        all.extend(try_recv(&sweeper).ok());
+        assert_exactly_once(&all, &[(0, 0), (0, 1)]);
+        assert_repaired_and_usable(&sweeper);
+        let stats = &memory.shared().stats;
+        // Relaxed: every thread has been joined.
+        assert_eq!(stats.redelivered.load(Ordering::Relaxed), 0);
+        // Relaxed: as above.
+        assert_eq!(
+            stats.freed.load(Ordering::Relaxed),
+            1,
+            "the dead record, once"
+        );
+    });
+}
+
+/// The producer side: a producer died inside its claim step, after recording the
+/// tail position `p` and before its CAS. A live producer then sends once (it takes
+/// `p` and publishes it) and leaves cleanly, while a consumer sweeps once with
+/// `Scope::Outstanding` and once with `Scope::Housekeeping`. Asserts: no skip is
+/// published or counted, and the message is then received (a sweep that judged the
+/// leaver's slot the dead producer's would store the skip length over the message,
+/// and the consumer would step over it); the dead record is freed exactly once; the
+/// ring is usable.
+///
+/// Bound: 4 preemptions, as in the consumer model above.
+#[test]
+fn live_producer_leaving_is_not_skipped() {
+    check("live_producer_leaving_is_not_skipped", 4, || {
+        let (memory, platform, mut rings) = ring(2, 3, NEAR_WRAP);
+        let consumer = rings.pop().unwrap();
+        let leaver = rings.pop().unwrap();
+        let dying = rings.pop().unwrap();
+        // The ring is empty, so the dying producer's death claims nothing at the other end.
+        die_after_recording_claim(dying, &platform, End::Enqueue);
+        let leaves = thread::spawn(move || {
+            leaver.try_send(&[1, 0]).expect("two free slots");
+            drop(leaver);
+        });
+        for scope in [Scope::Outstanding, Scope::Housekeeping] {
+            let sweep = consumer.sweep(scope, Redelivery::Leave);
+            assert!(!sweep.busy && !sweep.dead_consumer_pending);
+            assert_eq!(sweep.skipped, 0, "the live producer's slot was skipped");
+        }
+        leaves.join().unwrap();
+        assert_eq!(
+            try_recv(&consumer).ok(),
+            Some((1, 0)),
+            "the leaver's message was lost"
+        );
+        assert_repaired_and_usable(&consumer);
+        let stats = &memory.shared().stats;
+        // Relaxed: every thread has been joined.
+        assert_eq!(stats.skipped.load(Ordering::Relaxed), 0);
+        // Relaxed: as above.
+        assert_eq!(
+            stats.freed.load(Ordering::Relaxed),
+            1,
+            "the dead record, once"
+        );
+    });
+}

@@ -136,21 +136,53 @@ unsafe impl<T: RingMemory> RingMemory for std::sync::Arc<T> {
 }
 
 /// What the algorithm needs from the operating system (or from a model of it).
+///
+/// # Ordering contract
+/// The locks are memory edges too, and the ring relies on them instead of fences or
+/// stronger orderings of its own: `try_own` returning `Some`, `is_alive` returning
+/// `false` and `try_lock_recovery` returning `Some` are *acquire* operations that
+/// synchronise with the last release of the same lock, whether its holder released
+/// it by dropping its [`Liveness`](Platform::Liveness) or
+/// [`RecoveryGuard`](Platform::RecoveryGuard), or the kernel did when the holder
+/// died. Everything the holder did before that release happens before everything
+/// the caller does after the call. The ring takes from this (`recovery.rs` names
+/// each use): a sweeper sees everything a participant it finds dead did, its last
+/// claims and the payload of a message it held; a registrant sees a record reset by
+/// whoever freed it, who held the record's lock while freeing it; a sweeper sees
+/// every repair the sweepers before it made.
+///
+/// The shared-memory platform (`src/shm.rs`) meets it with Linux open file
+/// description locks (`fcntl` `F_OFD_SETLK` / `F_OFD_GETLK`, `src/platform.rs`). The
+/// kernel keeps a file's record locks in a list under a spinlock (`flc_lock`), which
+/// taking, dropping and querying a lock all hold, as does removing a file
+/// description's locks at its last close (when a process dies, after its threads
+/// have stopped). A release is thus a spin_unlock after everything its process did,
+/// and a lock taken, or a query finding the byte free, holds the spinlock after it:
+/// a release/acquire pair in the kernel's memory model, and program order carries
+/// the acquire across the system call to the caller's loads. One exception:
+/// `F_OFD_GETLK` answers "free" without the spinlock when the file has no record
+/// lock at all; the ring calls `is_alive` only in a sweep, holding the recovery lock
+/// on the same file, so never then. The loom platform (`loom-tests/src/lib.rs`)
+/// gives the same edges with Acquire and Release atomics.
 pub trait Platform {
     /// Proof that this process is the live owner of one participant record; the
     /// record's liveness lock is released when it is dropped (and by the kernel when
-    /// the process dies).
+    /// the process dies): a release (see the ordering contract).
     type Liveness;
-    /// Held while a sweep repairs; dropping it releases the recovery lock.
+    /// Held while a sweep repairs; dropping it releases the recovery lock (a
+    /// release, as is the kernel's release of it when the holder dies).
     type RecoveryGuard<'a>
     where
         Self: 'a;
     /// Tries, without blocking, to become the only live owner of record `index`.
+    /// Success is an acquire of the record's liveness lock.
     fn try_own(&self, index: u64) -> Option<Self::Liveness>;
     /// Whether the participant registered at `index` is alive. Must never report a
-    /// live participant dead; may report a free record as dead.
+    /// live participant dead; may report a free record as dead. `false` is an
+    /// acquire of the record's liveness lock.
     fn is_alive(&self, index: u64) -> bool;
     /// Tries, without blocking, to become the one sweeper allowed to repair.
+    /// Success is an acquire of the recovery lock.
     fn try_lock_recovery(&self) -> Option<Self::RecoveryGuard<'_>>;
     /// Sleeps while `word` holds `expected`, until woken or `timeout` passes
     /// (spurious returns allowed).

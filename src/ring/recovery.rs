@@ -70,14 +70,16 @@ pub(super) fn register<M: RingMemory, P: Platform>(
         let Some(liveness) = platform.try_own(index) else {
             continue;
         };
-        // Acquire: pairs with the Release that freed the record (by its previous owner
-        // or a sweeper), so we see its claims reset to CLAIM_NONE.
+        // Relaxed: ordered by `try_own` above (an acquire: `Platform` docs). Whoever
+        // freed the record (its leaving owner in `unregister`, or a sweeper in
+        // `free_record`) held its liveness lock while freeing it and released the lock
+        // after, so we see its claims reset to CLAIM_NONE.
         if record
             .state
             .compare_exchange(
                 participant::FREE,
                 participant::ACTIVE,
-                Ordering::Acquire,
+                Ordering::Relaxed,
                 Ordering::Relaxed,
             )
             .is_ok()
@@ -105,10 +107,15 @@ pub fn claim_outstanding<M: RingMemory>(memory: &M, end: End, pos: u64) -> bool 
     // SeqCst (an acquire): pairs with the claimer's CAS, so its record is visible.
     let cursor = end.cursor(memory.shared()).load(Ordering::SeqCst);
     let slot = memory.slot(pos & memory.geometry().mask());
-    // Acquire: pairs with the publish (or release), as in the claim step; a sweeper
-    // may read the payload after this.
+    // Relaxed: an ordering here would not make the load fresh; what the caller did
+    // before does. A sweep judges a claim after the death check of the dead
+    // participant that took it (`repair`'s `try_own`, or `is_alive` in `live_holder`
+    // if another dead record names it too: `Platform` docs), which orders that
+    // claim step, its Acquire read of this sequence and so the payload of a message
+    // the sweep takes over, before us; `orphaned`'s second look follows the Acquire
+    // loads of the live records. First looks and `inspect` may be stale.
     pos_diff(cursor, pos) > 0
-        && slot.sequence.load(Ordering::Acquire) == pos_add(pos, end.ready_offset())
+        && slot.sequence.load(Ordering::Relaxed) == pos_add(pos, end.ready_offset())
 }
 
 impl<M: RingMemory, P: Platform> Ring<M, P> {
@@ -137,9 +144,14 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
                 return false;
             }
             let record = self.memory.participant(index);
-            // Acquire: pairs with the Release claim stores (module docs).
+            // Acquire: pairs with the Release claim stores (module docs) and with
+            // `unregister`'s Release resets: a later value than `pos` shows `pos` done.
             let claim = end.claim_word(record).load(Ordering::Acquire);
-            // Acquire: pairs with registration's state CAS.
+            // Acquire: pairs with the Release of FREE in `unregister`. The claim load
+            // may return `pos` from before its owner finished `pos` and left; FREE
+            // then says "no holder", and only this edge makes the second sequence load
+            // in `orphaned` see the finish (no liveness check follows a FREE). Not
+            // Relaxed: live_consumer_leaving_is_not_redelivered catches it.
             claim == pos
                 && record.state.load(Ordering::Acquire) == participant::ACTIVE
                 && self.platform.is_alive(index)
@@ -152,19 +164,23 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
     pub fn outstanding_claims(&self) -> bool {
         (0..self.memory.geometry().max_participants).any(|index| {
             let record = self.memory.participant(index);
-            // Acquire: pairs with registration.
+            // Relaxed: a first look (waiters size their sleep by it; a sweep decides
+            // whether to take the recovery lock). Stale, it skips a sweep or takes
+            // the lock for nothing, and sweeps repeat; `repair` reads again.
             index != self.me
-                && record.state.load(Ordering::Acquire) == participant::ACTIVE
+                && record.state.load(Ordering::Relaxed) == participant::ACTIVE
                 && self.record_outstanding(record)
         })
     }
 
     /// Whether either claim in `record` is outstanding.
     fn record_outstanding(&self, record: &ParticipantRecord) -> bool {
-        // Acquire: pairs with the Release claim stores.
-        self.outstanding(End::Enqueue, record.enqueue_claim.load(Ordering::Acquire))
-            // Acquire: as above.
-            || self.outstanding(End::Dequeue, record.dequeue_claim.load(Ordering::Acquire))
+        // Relaxed: first looks (`outstanding_claims`, and `repair` before its death
+        // check): stale, they skip a sweep or a record, or look closer for nothing.
+        // `repair` reads a dead owner's claims again after its death check.
+        self.outstanding(End::Enqueue, record.enqueue_claim.load(Ordering::Relaxed))
+            // Relaxed: as above.
+            || self.outstanding(End::Dequeue, record.dequeue_claim.load(Ordering::Relaxed))
     }
 
     /// Finds dead participants and repairs what they left: a dead producer's claimed
@@ -219,8 +235,10 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         outcome: &mut Sweep<'_, M, P>,
     ) {
         let record = self.memory.participant(index);
-        // Acquire: pairs with registration, so the claims are the owner's.
-        let state = record.state.load(Ordering::Acquire);
+        // Relaxed: a first look before the death check: stale, it skips the record
+        // this time (sweeps repeat) or takes its lock for nothing. The state is read
+        // again under the lock, and the claims after the death check.
+        let state = record.state.load(Ordering::Relaxed);
         if state == participant::FREE {
             return;
         }
@@ -247,17 +265,17 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         if record.state.load(Ordering::Relaxed) == participant::FREE {
             return;
         }
-        // The owner is dead, and the death check ordered everything it did before
-        // us (the platform's Acquire pairs with the release of its liveness lock by
-        // the kernel). Only claims read *now* are its last ones: a value read before
-        // the check may be a claim it finished (or failed) before claiming again.
-        // Acquire: pairs with the Release claim stores. Stronger than the models
-        // need (there the death check is an atomic whose Acquire already orders
-        // these loads); the real death check is a system call, which the language's
-        // memory model knows nothing of, so the pairing is kept explicit here.
-        let enqueue_claim = record.enqueue_claim.load(Ordering::Acquire);
-        // Acquire: as above.
-        let dequeue_claim = record.dequeue_claim.load(Ordering::Acquire);
+        // The owner is dead. Only claims read *now* are its last ones: a value read
+        // before the check may be a claim it finished (or failed) before claiming
+        // again.
+        // Relaxed: ordered by the death check: `try_own` succeeding is an acquire
+        // that synchronises with the kernel's release of the dead owner's lock
+        // (`Platform` docs), so everything the owner did is visible, its last claims
+        // and what its claim step read. The only other writers of a dead record are
+        // sweepers, ordered by the recovery lock we hold.
+        let enqueue_claim = record.enqueue_claim.load(Ordering::Relaxed);
+        // Relaxed: as above.
+        let dequeue_claim = record.dequeue_claim.load(Ordering::Relaxed);
         if self.orphaned(End::Enqueue, enqueue_claim, index) {
             self.publish_skip(enqueue_claim, outcome);
         }
@@ -269,8 +287,9 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
             self.take_over(record, dequeue_claim);
             *taken_over = Some(dequeue_claim);
         }
-        // Acquire: pairs with the Release just above if we took the claim over.
-        let dequeue_claim = record.dequeue_claim.load(Ordering::Acquire);
+        // Relaxed: only the sweeper holding the recovery lock writes a dead record,
+        // and that is us: this reads our own take-over store, or the value above.
+        let dequeue_claim = record.dequeue_claim.load(Ordering::Relaxed);
         if !self.outstanding(End::Enqueue, enqueue_claim)
             && !self.outstanding(End::Dequeue, dequeue_claim)
         {
@@ -291,10 +310,12 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         let returns = slot.returns.load(Ordering::Relaxed);
         slot.returns
             .store(returns.saturating_add(1), Ordering::Relaxed);
-        // Release: pairs with other sweepers' Acquire record scans.
-        self.record().dequeue_claim.store(pos, Ordering::Release);
-        // Release: as above; the dead record no longer names the claim.
-        dead.dequeue_claim.store(CLAIM_NONE, Ordering::Release);
+        // Relaxed: ordered by the recovery lock. The next sweep judges these records
+        // after taking it, so after our guard's release (or the kernel's, if we die:
+        // `Platform` docs), and `publish_skip` relies on that edge already.
+        self.record().dequeue_claim.store(pos, Ordering::Relaxed);
+        // Relaxed: as above; the dead record no longer names the claim.
+        dead.dequeue_claim.store(CLAIM_NONE, Ordering::Relaxed);
     }
 
     /// Gives back the consumer claim at `pos`, which this participant holds, for
@@ -357,7 +378,7 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
     fn free_record(&self, record: &ParticipantRecord) {
         let shared = self.memory.shared();
         // Relaxed: the owner is dead; nothing races on its record but registrants,
-        // which wait for the Release below.
+        // which wait for our release of its liveness lock (below).
         let counted = record.waiting.swap(0, Ordering::Relaxed);
         if counted & waiting::NOT_EMPTY != 0 {
             // Relaxed: returning a leaked count can only remove a spare wake-up.
@@ -367,11 +388,14 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
             // Relaxed: as above.
             shared.not_full.waiters.fetch_sub(1, Ordering::Relaxed);
         }
-        // Relaxed: published by the Release below.
+        // Relaxed: ordered for a registrant by our release of the liveness lock, as
+        // the state below; other sweepers read them under the recovery lock.
         record.enqueue_claim.store(CLAIM_NONE, Ordering::Relaxed);
         record.dequeue_claim.store(CLAIM_NONE, Ordering::Relaxed);
-        // Release: pairs with a registrant's Acquire CAS, which then sees the resets.
-        record.state.store(participant::FREE, Ordering::Release);
+        // Relaxed: ordered by the record's liveness lock, which `repair` holds while
+        // we free the record and releases after: a registrant's `try_own` acquires
+        // it (`Platform` docs) before its CAS reads FREE, and so sees the resets.
+        record.state.store(participant::FREE, Ordering::Relaxed);
         // Relaxed: a statistic.
         shared.stats.freed.fetch_add(1, Ordering::Relaxed);
     }
@@ -380,11 +404,21 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
     /// then releases the liveness.
     pub(super) fn unregister(&self) {
         let record = self.record();
-        // Relaxed: published by the Release below.
-        record.enqueue_claim.store(CLAIM_NONE, Ordering::Relaxed);
-        record.dequeue_claim.store(CLAIM_NONE, Ordering::Relaxed);
+        // Release: pairs with a sweeper's Acquire claim load in `live_holder`: one that
+        // reads CLAIM_NONE here (a value later than our last claim) must also see the
+        // slot we finished as done, or it takes a message we received for a dead
+        // participant's (live_consumer_leaving_is_not_redelivered) or skips one we
+        // published (live_producer_leaving_is_not_skipped).
+        record.enqueue_claim.store(CLAIM_NONE, Ordering::Release);
+        // Release: as above.
+        record.dequeue_claim.store(CLAIM_NONE, Ordering::Release);
+        // Relaxed: the next owner of the record gets it after `Drop` releases our
+        // liveness lock (`Platform` docs); a sweeper reads it only once we are dead.
         record.waiting.store(0, Ordering::Relaxed);
-        // Release: pairs with the next registrant's Acquire CAS.
+        // Release: pairs with the Acquire state load in `live_holder`, which may read
+        // FREE after our last claim (before its reset): the slot we finished must
+        // then be done for it. The next registrant needs no Release: it owns our
+        // liveness lock only after `Drop` releases it.
         record.state.store(participant::FREE, Ordering::Release);
     }
 

@@ -55,12 +55,16 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         let shared = self.memory.shared();
         match direction {
             Direction::NotEmpty => {
-                // SeqCst: see the module docs; this load must see a producer's claim
-                // that precedes our waiter registration in the total order.
-                let head = shared.dequeue_pos.value.load(Ordering::SeqCst);
+                // Relaxed: a first look. The wake-up argument (module docs) rests on
+                // the SeqCst load of `enqueue_pos` below: a stale head makes the
+                // answer Ready or Pending, or Idle only when it equals that tail, and
+                // then every position claimed before our registration was taken by a
+                // consumer too, while a later claim sees us waiting.
+                let head = shared.dequeue_pos.value.load(Ordering::Relaxed);
                 let (_, slot) = self.slot_at(head);
-                // Acquire: pairs with the publish, as in try_recv.
-                let sequence = slot.sequence.load(Ordering::Acquire);
+                // Relaxed: Ready only sends the caller back to the claim step, whose
+                // own Acquire reads the slot; nothing is read on the strength of this.
+                let sequence = slot.sequence.load(Ordering::Relaxed);
                 if pos_diff(sequence, pos_add(head, 1)) >= 0 {
                     return Readiness::Ready;
                 }
@@ -73,11 +77,12 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
                 }
             }
             Direction::NotFull => {
-                // SeqCst: mirror of the above.
-                let tail = shared.enqueue_pos.value.load(Ordering::SeqCst);
+                // Relaxed: mirror of the above; the argument rests on the SeqCst load
+                // of `dequeue_pos` below.
+                let tail = shared.enqueue_pos.value.load(Ordering::Relaxed);
                 let (_, slot) = self.slot_at(tail);
-                // Acquire: pairs with the release, as in try_send.
-                let sequence = slot.sequence.load(Ordering::Acquire);
+                // Relaxed: as above, Ready sends the caller to the claim step.
+                let sequence = slot.sequence.load(Ordering::Relaxed);
                 if pos_diff(sequence, tail) >= 0 {
                     return Readiness::Ready;
                 }
