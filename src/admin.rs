@@ -9,7 +9,7 @@ use crate::handle::Queue;
 use crate::layout::{participant, pos_diff, Identity, CLAIM_NONE};
 use crate::name::OBJECT_PREFIX;
 use crate::platform::{self, SHM_DIR};
-use crate::ring::{claim_outstanding, End, Redelivery, RingMemory, Scope};
+use crate::ring::{run_outstanding, End, Redelivery, RingMemory, Scope};
 use crate::segment::{NameStatus, Patience, Segment};
 use crate::shm::ShmPlatform;
 use crate::sync::Ordering;
@@ -454,10 +454,16 @@ fn participants(
             alive: own == Some(index) || platform.is_locked_by_other(index),
             enqueue_claim,
             dequeue_claim,
-            enqueue_stuck: enqueue_claim
-                .is_some_and(|pos| claim_outstanding(segment, End::Enqueue, pos)),
-            dequeue_stuck: dequeue_claim
-                .is_some_and(|pos| claim_outstanding(segment, End::Dequeue, pos)),
+            enqueue_stuck: enqueue_claim.is_some_and(|pos| {
+                // Relaxed: as above.
+                let run = record.enqueue_run.load(Ordering::Relaxed);
+                run_outstanding(segment, End::Enqueue, pos, run)
+            }),
+            dequeue_stuck: dequeue_claim.is_some_and(|pos| {
+                // Relaxed: as above.
+                let run = record.dequeue_run.load(Ordering::Relaxed);
+                run_outstanding(segment, End::Dequeue, pos, run)
+            }),
             operations: record.operations.load(Ordering::Relaxed),
         });
     }

@@ -52,8 +52,9 @@ impl HeapMemory {
                 enqueue_claim: AtomicU64::new(0),
                 dequeue_claim: AtomicU64::new(0),
                 waiting: AtomicU32::new(0),
-                reserved: AtomicU32::new(0),
+                enqueue_run: AtomicU32::new(0),
                 operations: AtomicU64::new(0),
+                dequeue_run: AtomicU32::new(0),
             })
             .collect();
         let padded = |v| PaddedU64 {

@@ -44,6 +44,9 @@ pub const LINE: u64 = 128;
 pub const MAX_CAPACITY: u64 = 1 << 32;
 /// Largest message accepted (bytes). Far below `SKIP_LEN`, so the sentinel never collides.
 pub const MAX_MESSAGE_SIZE: u64 = 1 << 30;
+/// Most positions one claim may cover (a batch send or receive): sweeps check
+/// every position of a dead participant's claim, so this bounds their work.
+pub const MAX_RUN: u32 = 256;
 /// Largest participant table accepted.
 pub const MAX_PARTICIPANTS: u64 = 4096;
 /// Largest segment accepted (bytes): 1 TiB.
@@ -227,10 +230,14 @@ pub struct ParticipantRecord {
     pub dequeue_claim: AtomicU64,
     /// [`waiting`] bits.
     pub waiting: AtomicU32,
-    /// Reserved, zero.
-    pub reserved: AtomicU32,
+    /// How many consecutive positions, from `enqueue_claim`, the claim covers (a
+    /// batch); `0` and `1` both mean one. Stored before the claim word. Untrusted:
+    /// clamped to [`MAX_RUN`] before use.
+    pub enqueue_run: AtomicU32,
     /// Operations completed (informational, written by the owner only).
     pub operations: AtomicU64,
+    /// Same as `enqueue_run`, for `dequeue_claim`.
+    pub dequeue_run: AtomicU32,
 }
 
 #[cfg(not(loom))]

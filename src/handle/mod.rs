@@ -15,6 +15,7 @@ use crate::segment::{NameStatus, Patience, Segment};
 use crate::shm::ShmPlatform;
 use crate::wait::{SweepSchedule, WaitStrategy};
 
+mod batch;
 mod delivery;
 mod loan;
 mod recv;

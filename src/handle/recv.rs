@@ -323,6 +323,16 @@ impl Queue {
         }
     }
 
+    /// [`Queue::holding`] for a closure called once per message of a batch.
+    pub(super) fn holding_each<'a, F: FnMut(&[u8]) + 'a>(
+        &'a self,
+        mut f: F,
+    ) -> impl FnMut(&[u8]) + 'a {
+        // The check now, before any message is claimed; then the flag per call.
+        drop(self.holding(|_: &[u8]| ()));
+        move |bytes| self.holding(&mut f)(bytes)
+    }
+
     /// Sweeps, taking over one message a dead consumer held (or one abandoned), if
     /// any (`Empty` if none). A message past its last allowed delivery goes to the
     /// dead-letter segment instead, and the sweep looks again (a few times: each

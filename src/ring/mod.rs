@@ -58,7 +58,8 @@ use std::time::Duration;
 
 use crate::error::{TryRecvError, TrySendError};
 use crate::layout::{
-    participant, pos_add, pos_diff, ParticipantRecord, RingShared, SlotHeader, CLAIM_NONE, SKIP_LEN,
+    participant, pos_add, pos_diff, ParticipantRecord, RingShared, SlotHeader, CLAIM_NONE, MAX_RUN,
+    SKIP_LEN,
 };
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
@@ -68,7 +69,7 @@ mod wake;
 // Each of these is used by one build only (normal: the handle and admin; loom: the
 // models).
 #[allow(unused_imports)]
-pub use recovery::{claim_outstanding, Redelivery, Scope, Sweep};
+pub use recovery::{claim_outstanding, run_outstanding, Redelivery, Scope, Sweep};
 pub use wake::{Direction, Pending, Readiness};
 
 /// Where the ring's shared state and slots live.
@@ -257,6 +258,21 @@ impl End {
             End::Dequeue => &record.dequeue_claim,
         }
     }
+
+    #[inline(always)]
+    fn run_word(self, record: &ParticipantRecord) -> &AtomicU32 {
+        match self {
+            End::Enqueue => &record.enqueue_run,
+            End::Dequeue => &record.dequeue_run,
+        }
+    }
+}
+
+/// How many positions from `claim` a record's claim covers: its run word, read from
+/// shared memory, so clamped to 1..=[`MAX_RUN`].
+#[inline(always)]
+pub(crate) fn run_length(run: u32) -> u32 {
+    run.clamp(1, MAX_RUN)
 }
 
 /// Why a receive lent no message to its reader.
@@ -291,6 +307,44 @@ impl<M: RingMemory, P: Platform> Drop for Publishing<'_, M, P> {
     #[inline(always)]
     fn drop(&mut self) {
         self.ring.publish(self.slot, self.pos, self.len);
+    }
+}
+
+/// Stores a slot's length, resets its return count and publishes it (the
+/// Release store of its sequence).
+#[inline(always)]
+fn publish_slot(slot: &SlotHeader, pos: u64, len: u32) {
+    // Relaxed: made visible by the Release publish just below.
+    slot.len.store(len, Ordering::Relaxed);
+    // Relaxed: as above. A new message has not been given back yet.
+    slot.returns.store(0, Ordering::Relaxed);
+    // Release: publishes payload and length; pairs with the consumer's Acquire load
+    // of the sequence in `claim`.
+    slot.sequence.store(pos_add(pos, 1), Ordering::Release);
+}
+
+/// The positions of a batch receive not yet opened (`next..end`): if the reader
+/// unwinds, they are given back for another delivery rather than left claimed by a
+/// live record forever.
+struct Unopened<'a, M: RingMemory, P: Platform> {
+    ring: &'a Ring<M, P>,
+    next: u64,
+    end: u64,
+}
+
+impl<M: RingMemory, P: Platform> Drop for Unopened<'_, M, P> {
+    fn drop(&mut self) {
+        let left = pos_diff(self.end, self.next);
+        if left > 0 && !self.ring.hand_back_run(self.next, left as u32, false) {
+            // No record free to carry them: release them rather than leave them
+            // claimed forever (they are lost to the queue; a full participant table
+            // while a reader panics mid-batch is the one case).
+            for k in 0..left as u64 {
+                let at = pos_add(self.next, k);
+                let (_, slot) = self.ring.slot_at(at);
+                self.ring.release_slot(slot, at);
+            }
+        }
     }
 }
 
@@ -392,13 +446,26 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
     /// (`Enqueue`) or empty (`Dequeue`). Never blocks.
     #[inline(always)]
     pub(crate) fn claim(&self, end: End) -> Option<Claimed<'_>> {
+        let (pos, _) = self.claim_run(end, 1)?;
+        let (index, slot) = self.slot_at(pos);
+        Some(Claimed { pos, index, slot })
+    }
+
+    /// The claim step for a run: like [`Ring::claim`], but takes up to `max`
+    /// consecutive ready positions (slots free for a producer, published for a
+    /// consumer) with one CAS, recording the run's length before its first position.
+    /// Returns the first position and the count (at least 1).
+    #[inline(always)]
+    pub(crate) fn claim_run(&self, end: End, max: u32) -> Option<(u64, u32)> {
         let cursor = end.cursor(self.memory.shared());
-        let claim_word = end.claim_word(self.record());
+        let record = self.record();
+        let claim_word = end.claim_word(record);
+        let max = max.clamp(1, MAX_RUN.min(self.capacity.min(u64::from(u32::MAX)) as u32));
         let mut recorded = false;
         // Relaxed: only a starting guess; the slot's sequence decides.
         let mut pos = cursor.load(Ordering::Relaxed);
         loop {
-            let (index, slot) = self.slot_at(pos);
+            let (_, slot) = self.slot_at(pos);
             // Acquire: pairs with the Release that made the slot ready for us: for a
             // producer, the consumer's release one lap earlier (its reads of the old
             // payload happen before our overwrite); for a consumer, the producer's
@@ -406,6 +473,8 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
             let sequence = slot.sequence.load(Ordering::Acquire);
             let lag = pos_diff(sequence, pos_add(pos, end.ready_offset()));
             if lag == 0 {
+                let count = self.ready_run(end, pos, max);
+                self.record_run(end, record, count);
                 // Release: a sweeper that reads a *later* value of this record must
                 // also see our previous claim completed (module docs). The claim CAS
                 // below publishes this store to anyone who sees the cursor move.
@@ -417,11 +486,11 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
                 // the fresher position.
                 match cursor.compare_exchange(
                     pos,
-                    pos_add(pos, 1),
+                    pos_add(pos, u64::from(count)),
                     Ordering::SeqCst,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => return Some(Claimed { pos, index, slot }),
+                    Ok(_) => return Some((pos, count)),
                     Err(current) => pos = current,
                 }
             } else if lag < 0 {
@@ -448,6 +517,39 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
             claim_word.store(CLAIM_NONE, Ordering::Release);
         }
         None
+    }
+
+    /// How many positions from `pos` (ready itself) are ready for `end`, up to `max`.
+    #[inline(always)]
+    fn ready_run(&self, end: End, pos: u64, max: u32) -> u32 {
+        let mut count = 1;
+        while count < max {
+            let next = pos_add(pos, u64::from(count));
+            let (_, slot) = self.slot_at(next);
+            // Acquire: as the claim step's load of the first slot, for each further
+            // slot of the run (its payload, or its last reader's release).
+            if slot.sequence.load(Ordering::Acquire) != pos_add(next, end.ready_offset()) {
+                break;
+            }
+            count += 1;
+        }
+        count
+    }
+
+    /// Records the length of the run about to be claimed, if it differs from the
+    /// last one (single claims store nothing).
+    #[inline(always)]
+    fn record_run(&self, end: End, record: &ParticipantRecord, count: u32) {
+        let run_word = end.run_word(record);
+        // Relaxed: only this participant writes its run word.
+        if run_length(run_word.load(Ordering::Relaxed)) != count {
+            // Release: pairs with a sweeper's Acquire load of the run in
+            // `live_holder`: one that reads this value while reading our *previous*
+            // claim word must also see that claim finished (its `orphaned` re-check
+            // then shows the positions done). The claim store after it publishes it
+            // to readers of the new claim.
+            run_word.store(count, Ordering::Release);
+        }
     }
 
     /// Enqueues `message` if a slot is free. Never blocks, never makes a system call
@@ -508,15 +610,97 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
     /// (or [`SKIP_LEN`]), and wakes a sleeping consumer.
     #[inline(always)]
     fn publish(&self, slot: &SlotHeader, pos: u64, len: u32) {
-        // Relaxed: made visible by the Release publish just below.
-        slot.len.store(len, Ordering::Relaxed);
-        // Relaxed: as above. A new message has not been given back yet.
-        slot.returns.store(0, Ordering::Relaxed);
-        // Release: publishes payload and length; pairs with the consumer's Acquire
-        // load of the sequence in `claim`.
-        slot.sequence.store(pos_add(pos, 1), Ordering::Release);
+        publish_slot(slot, pos, len);
         self.count_operation();
         self.wake_if_waiting(&self.memory.shared().not_empty);
+    }
+
+    /// Enqueues as many of `messages`, in order, as there are free slots for, with
+    /// one claim on the cursor; returns how many (`0`: the ring is full). Refuses
+    /// them all, sending none, if one is larger than the maximum. Never blocks.
+    pub fn try_send_batch<B: AsRef<[u8]>>(&self, messages: &[B]) -> Result<usize, TrySendError> {
+        if let Some(large) = messages
+            .iter()
+            .map(|m| m.as_ref().len())
+            .find(|&len| len as u64 > self.max_message_size)
+        {
+            return Err(TrySendError::TooLarge {
+                len: large,
+                max: self.max_message_size,
+            });
+        }
+        if messages.is_empty() {
+            return Ok(0);
+        }
+        let max = u32::try_from(messages.len()).unwrap_or(u32::MAX);
+        let Some((pos, count)) = self.claim_run(End::Enqueue, max) else {
+            return Ok(0);
+        };
+        for (k, message) in messages[..count as usize].iter().enumerate() {
+            let message = message.as_ref();
+            let at = pos_add(pos, k as u64);
+            let (index, slot) = self.slot_at(at);
+            // SAFETY: the run claim made us the only producer of every position in
+            // it (its Acquire loads saw each slot released), and every length was
+            // checked against the maximum at the top.
+            unsafe { self.memory.write_payload(index, message) };
+            publish_slot(slot, at, message.len() as u32);
+        }
+        self.count_operation();
+        // One check for the whole run: the claim CAS is the wake-up protocol's
+        // anchor, and every publish precedes this load.
+        self.wake_if_waiting(&self.memory.shared().not_empty);
+        Ok(count as usize)
+    }
+
+    /// Dequeues up to `max` messages with one claim on the cursor and lends each to
+    /// `f` in place, in order, releasing each slot as soon as `f` returns for it (a
+    /// crash part-way leaves only the rest to be delivered again). Returns how many
+    /// `f` got; `Ok(0)` when empty. A message with a corrupt length is dropped and
+    /// counted; its error is returned only if no message was delivered. If `f`
+    /// panics, the message it had is released (as in [`Ring::try_recv_with`]) and the
+    /// rest of the batch is given back for another delivery.
+    pub fn try_recv_batch_with<F: FnMut(&[u8])>(
+        &self,
+        max: usize,
+        mut f: F,
+    ) -> Result<usize, TryRecvError> {
+        let max = u32::try_from(max).unwrap_or(u32::MAX);
+        let mut delivered = 0;
+        let mut failed = None;
+        // Runs made only of skips deliver nothing: claim again, at most a lap.
+        let mut claimed_total = 0u64;
+        while delivered == 0 && claimed_total <= self.capacity {
+            let Some((pos, count)) = self.claim_run(End::Dequeue, max) else {
+                break;
+            };
+            claimed_total += u64::from(count);
+            self.count_operation();
+            let mut unread = Unopened {
+                ring: self,
+                next: pos,
+                end: pos_add(pos, u64::from(count)),
+            };
+            while unread.next != unread.end {
+                let at = unread.next;
+                unread.next = pos_add(at, 1);
+                let (index, slot) = self.slot_at(at);
+                match self.open_claimed(Claimed { pos: at, index, slot }) {
+                    Ok(Some(message)) => {
+                        message.read(&mut f);
+                        delivered += 1;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        match failed {
+            Some(e) if delivered == 0 => Err(e),
+            _ => Ok(delivered),
+        }
     }
 
     /// Dequeues the next message and returns it still in its slot, which is

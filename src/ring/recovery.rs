@@ -1,7 +1,7 @@
 //! Crash survival: registering participants, and the sweep that repairs what dead
 //! ones left (module docs of [`crate::ring`], "Claim records").
 
-use super::{Claimed, End, Platform, Received, Ring, RingMemory};
+use super::{run_length, Claimed, End, Platform, Received, Ring, RingMemory};
 use crate::error::TryRecvError;
 use crate::layout::{
     participant, pos_add, pos_diff, waiting, ParticipantRecord, CLAIM_NONE, SKIP_LEN,
@@ -118,6 +118,23 @@ pub fn claim_outstanding<M: RingMemory>(memory: &M, end: End, pos: u64) -> bool 
         && slot.sequence.load(Ordering::Relaxed) == pos_add(pos, end.ready_offset())
 }
 
+/// The positions a claim at `claim` covering `run` positions names (none for
+/// [`CLAIM_NONE`]); `run` comes from shared memory and is clamped.
+pub fn claimed_positions(claim: u64, run: u32) -> impl Iterator<Item = u64> {
+    let count = if claim == CLAIM_NONE {
+        0
+    } else {
+        run_length(run)
+    };
+    (0..u64::from(count)).map(move |k| pos_add(claim, k))
+}
+
+/// Whether any position of a claim at `claim` covering `run` positions is
+/// outstanding ([`claim_outstanding`]).
+pub fn run_outstanding<M: RingMemory>(memory: &M, end: End, claim: u64, run: u32) -> bool {
+    claimed_positions(claim, run).any(|pos| claim_outstanding(memory, end, pos))
+}
+
 impl<M: RingMemory, P: Platform> Ring<M, P> {
     fn outstanding(&self, end: End, pos: u64) -> bool {
         claim_outstanding(&self.memory, end, pos)
@@ -137,7 +154,7 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
     }
 
     /// Whether a live participant other than us and the `dead` one being repaired
-    /// has `pos` in its claim word for `end`.
+    /// has `pos` in its claim for `end` (its claim word, or the run it starts).
     fn live_holder(&self, end: End, pos: u64, dead: u64) -> bool {
         (0..self.memory.geometry().max_participants).any(|index| {
             if index == self.me || index == dead {
@@ -147,12 +164,16 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
             // Acquire: pairs with the Release claim stores (module docs) and with
             // `unregister`'s Release resets: a later value than `pos` shows `pos` done.
             let claim = end.claim_word(record).load(Ordering::Acquire);
+            // Acquire: pairs with the Release run store in `record_run`: a run stored
+            // for a claim later than `claim` shows `claim` finished.
+            let run = end.run_word(record).load(Ordering::Acquire);
             // Acquire: pairs with the Release of FREE in `unregister`. The claim load
             // may return `pos` from before its owner finished `pos` and left; FREE
             // then says "no holder", and only this edge makes the second sequence load
             // in `orphaned` see the finish (no liveness check follows a FREE). Not
             // Relaxed: live_consumer_leaving_is_not_redelivered catches it.
-            claim == pos
+            claim != CLAIM_NONE
+                && (0..i64::from(run_length(run))).contains(&pos_diff(pos, claim))
                 && record.state.load(Ordering::Acquire) == participant::ACTIVE
                 && self.platform.is_alive(index)
         })
@@ -178,9 +199,15 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         // Relaxed: first looks (`outstanding_claims`, and `repair` before its death
         // check): stale, they skip a sweep or a record, or look closer for nothing.
         // `repair` reads a dead owner's claims again after its death check.
-        self.outstanding(End::Enqueue, record.enqueue_claim.load(Ordering::Relaxed))
-            // Relaxed: as above.
-            || self.outstanding(End::Dequeue, record.dequeue_claim.load(Ordering::Relaxed))
+        let enqueue = record.enqueue_claim.load(Ordering::Relaxed);
+        // Relaxed: as above.
+        let enqueue_run = record.enqueue_run.load(Ordering::Relaxed);
+        // Relaxed: as above.
+        let dequeue = record.dequeue_claim.load(Ordering::Relaxed);
+        // Relaxed: as above.
+        let dequeue_run = record.dequeue_run.load(Ordering::Relaxed);
+        run_outstanding(&self.memory, End::Enqueue, enqueue, enqueue_run)
+            || run_outstanding(&self.memory, End::Dequeue, dequeue, dequeue_run)
     }
 
     /// Finds dead participants and repairs what they left: a dead producer's claimed
@@ -275,23 +302,32 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         // sweepers, ordered by the recovery lock we hold.
         let enqueue_claim = record.enqueue_claim.load(Ordering::Relaxed);
         // Relaxed: as above.
+        let enqueue_run = record.enqueue_run.load(Ordering::Relaxed);
+        // Relaxed: as above.
         let dequeue_claim = record.dequeue_claim.load(Ordering::Relaxed);
-        if self.orphaned(End::Enqueue, enqueue_claim, index) {
-            self.publish_skip(enqueue_claim, outcome);
-        }
-        if self.orphaned(End::Dequeue, dequeue_claim, index) {
-            if redelivery == Redelivery::Leave || taken_over.is_some() {
-                outcome.dead_consumer_pending = true;
-                return;
+        // Relaxed: as above.
+        let dequeue_run = record.dequeue_run.load(Ordering::Relaxed);
+        // Each position of a claim (a batch claims several) is repaired on its own.
+        for pos in claimed_positions(enqueue_claim, enqueue_run) {
+            if self.orphaned(End::Enqueue, pos, index) {
+                self.publish_skip(pos, outcome);
             }
-            self.take_over(record, dequeue_claim);
-            *taken_over = Some(dequeue_claim);
+        }
+        for pos in claimed_positions(dequeue_claim, dequeue_run) {
+            if self.orphaned(End::Dequeue, pos, index) {
+                if redelivery == Redelivery::Leave || taken_over.is_some() {
+                    outcome.dead_consumer_pending = true;
+                    return;
+                }
+                self.take_over(record, pos, dequeue_run);
+                *taken_over = Some(pos);
+            }
         }
         // Relaxed: only the sweeper holding the recovery lock writes a dead record,
         // and that is us: this reads our own take-over store, or the value above.
         let dequeue_claim = record.dequeue_claim.load(Ordering::Relaxed);
-        if !self.outstanding(End::Enqueue, enqueue_claim)
-            && !self.outstanding(End::Dequeue, dequeue_claim)
+        if !run_outstanding(&self.memory, End::Enqueue, enqueue_claim, enqueue_run)
+            && !run_outstanding(&self.memory, End::Dequeue, dequeue_claim, dequeue_run)
         {
             self.free_record(record);
             outcome.freed += 1;
@@ -301,8 +337,10 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
     /// Takes a dead consumer's claim at `pos` over: once our record names it, we are
     /// its live holder, so the dead record can go and the locks can be dropped before
     /// the (user's, possibly slow) read. If we die before releasing, our dead record
-    /// leads the next sweeper to it.
-    fn take_over(&self, dead: &ParticipantRecord, pos: u64) {
+    /// leads the next sweeper to it. A dead record whose claim covers a run of
+    /// positions (`dead_run`) keeps naming it: the rest of the run is still its to
+    /// repair, and for `pos` we are now a live holder.
+    fn take_over(&self, dead: &ParticipantRecord, pos: u64, dead_run: u32) {
         let (_, slot) = self.slot_at(pos);
         // Relaxed: the slot is ours alone (its holder is dead or handed it back, and
         // other sweepers are locked out); whoever reads the count next holds the
@@ -313,9 +351,13 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         // Relaxed: ordered by the recovery lock. The next sweep judges these records
         // after taking it, so after our guard's release (or the kernel's, if we die:
         // `Platform` docs), and `publish_skip` relies on that edge already.
+        self.record().dequeue_run.store(1, Ordering::Relaxed);
+        // Relaxed: as above.
         self.record().dequeue_claim.store(pos, Ordering::Relaxed);
-        // Relaxed: as above; the dead record no longer names the claim.
-        dead.dequeue_claim.store(CLAIM_NONE, Ordering::Relaxed);
+        if run_length(dead_run) == 1 {
+            // Relaxed: as above; the dead record no longer names the claim.
+            dead.dequeue_claim.store(CLAIM_NONE, Ordering::Relaxed);
+        }
     }
 
     /// Gives back the consumer claim at `pos`, which this participant holds, for
@@ -325,6 +367,12 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
     /// takes the message over, counts the return and delivers it again. `false`,
     /// with the claim still ours, if no record is free.
     pub(super) fn hand_back(&self, pos: u64) -> bool {
+        self.hand_back_run(pos, 1, true)
+    }
+
+    /// [`Ring::hand_back`] for `count` consecutive positions from `pos` (the part
+    /// of a batch its reader did not get to), counted as abandoned if `counted`.
+    pub(super) fn hand_back_run(&self, pos: u64, count: u32, counted: bool) -> bool {
         // pid 0: a record that carries a given-back message, not a process.
         let Some((index, liveness)) = register(&self.memory, &self.platform, 0, 0) else {
             return false;
@@ -338,18 +386,23 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         // matters (a carrier let go of before it names the claim could be freed by
         // a housekeeping sweep with the claim named by no record: the
         // `abandoned_message_is_delivered_once_more` model fails then).
+        // Relaxed: as above. The carrier carries `count` positions, whatever run its
+        // last owner left in the word.
+        carrier.dequeue_run.store(count, Ordering::Relaxed);
         carrier.dequeue_claim.store(pos, Ordering::Relaxed);
         // Relaxed: as above.
         self.record()
             .dequeue_claim
             .store(CLAIM_NONE, Ordering::Relaxed);
         drop(liveness);
-        // Relaxed: a statistic.
-        self.memory
-            .shared()
-            .stats
-            .abandoned
-            .fetch_add(1, Ordering::Relaxed);
+        if counted {
+            // Relaxed: a statistic.
+            self.memory
+                .shared()
+                .stats
+                .abandoned
+                .fetch_add(u64::from(count), Ordering::Relaxed);
+        }
         true
     }
 
@@ -428,8 +481,15 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
     /// leaked (the model's platform marks the participant dead). Returns the position
     /// claimed, if the claim succeeded.
     #[cfg(loom)]
-    pub fn claim_and_die(mut self, end: End) -> Option<u64> {
-        let claimed = self.claim(end).map(|claimed| claimed.pos);
+    pub fn claim_and_die(self, end: End) -> Option<u64> {
+        self.claim_run_and_die(end, 1).map(|(pos, _)| pos)
+    }
+
+    /// Crash hook for the loom models: as [`Ring::claim_and_die`], for a batch
+    /// claim of up to `max` positions. Returns the run claimed, if any.
+    #[cfg(loom)]
+    pub fn claim_run_and_die(mut self, end: End, max: u32) -> Option<(u64, u32)> {
+        let claimed = self.claim_run(end, max);
         std::mem::forget(self.liveness.take());
         claimed
     }
