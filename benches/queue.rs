@@ -41,22 +41,25 @@ fn single_thread(c: &mut Criterion) {
     group.finish();
 }
 
-/// Moves `iters` messages from a producer thread to this thread; returns the time.
-fn transfer(iters: u64, send: impl FnOnce(u64) + Send, mut recv: impl FnMut() -> bool) -> Duration {
+/// Moves `iters` messages from a producer thread to this thread; `recv` returns
+/// how many it took (0: none waiting). Returns the time.
+fn transfer(iters: u64, send: impl FnOnce(u64) + Send, mut recv: impl FnMut() -> u64) -> Duration {
     std::thread::scope(|scope| {
         let started = Instant::now();
         scope.spawn(move || send(iters));
         let mut received = 0;
         while received < iters {
-            if recv() {
-                received += 1;
-            } else {
-                std::hint::spin_loop();
+            match recv() {
+                0 => std::hint::spin_loop(),
+                n => received += n,
             }
         }
         started.elapsed()
     })
 }
+
+/// Messages per batch in the batched benchmark.
+const BATCH: usize = 64;
 
 fn two_threads(c: &mut Criterion) {
     let mut group = c.benchmark_group("1P1C throughput, two threads, 64 B");
@@ -75,7 +78,33 @@ fn two_threads(c: &mut Criterion) {
                         }
                     }
                 },
-                || queue.try_recv_into(&mut buffer).is_ok(),
+                || u64::from(queue.try_recv_into(&mut buffer).is_ok()),
+            )
+        })
+    });
+    group.bench_function("shmq, batches of 64", |b| {
+        b.iter_custom(|iters| {
+            let producer = queue.try_clone().unwrap();
+            let batch = [MESSAGE; BATCH];
+            transfer(
+                iters,
+                move |n| {
+                    let mut sent = 0;
+                    while sent < n {
+                        let want = (n - sent).min(BATCH as u64) as usize;
+                        match producer.try_send_batch(&batch[..want]) {
+                            Ok(k) => sent += k as u64,
+                            Err(_) => std::hint::spin_loop(),
+                        }
+                    }
+                },
+                || {
+                    queue
+                        .try_recv_batch_with(BATCH, |bytes| {
+                            black_box(bytes[0]);
+                        })
+                        .map_or(0, |n| n as u64)
+                },
             )
         })
     });
@@ -92,7 +121,7 @@ fn two_threads(c: &mut Criterion) {
                         }
                     }
                 },
-                || array.pop().is_some(),
+                || u64::from(array.pop().is_some()),
             )
         })
     });

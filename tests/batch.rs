@@ -31,7 +31,9 @@ fn decode(bytes: &[u8]) -> (u64, u64) {
 
 /// A small deterministic generator for batch sizes.
 fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     *state >> 33
 }
 
@@ -72,7 +74,11 @@ fn consume(queue: &Queue, producers: usize, id: u64) {
             return;
         }
         let p = producer as usize;
-        assert!(last[p].is_none_or(|l| seq > l), "producer {p}: {seq} after {:?}", last[p]);
+        assert!(
+            last[p].is_none_or(|l| seq > l),
+            "producer {p}: {seq} after {:?}",
+            last[p]
+        );
         last[p] = Some(seq);
         let t = &mut totals[p];
         *t = (t.0 + 1, t.1 + seq, t.2 + seq * seq);
@@ -172,7 +178,11 @@ fn processes_mixing_batches_and_singles_deliver_each_message_once_in_order() {
     let sum: u64 = (0..EACH).sum();
     let squares: u64 = (0..EACH).map(|s| s * s).sum();
     for (producer, t) in totals.iter().enumerate() {
-        assert_eq!(*t, (EACH, sum, squares), "producer {producer}: lost or duplicated");
+        assert_eq!(
+            *t,
+            (EACH, sum, squares),
+            "producer {producer}: lost or duplicated"
+        );
     }
 }
 
@@ -192,7 +202,11 @@ fn a_consumer_killed_mid_batch_has_each_message_delivered_again() {
     let mut line = String::new();
     while line.trim() != "INSIDE" {
         line.clear();
-        assert_ne!(reader.read_line(&mut line).unwrap(), 0, "holder ended early");
+        assert_ne!(
+            reader.read_line(&mut line).unwrap(),
+            0,
+            "holder ended early"
+        );
     }
     // The holder took all eight with one claim: nothing is left for a normal receive.
     assert_eq!(queue.info().occupancy, 0);

@@ -142,53 +142,60 @@ fn batch_consumer_races_a_single_consumer() {
 /// exactly once (two take-overs), the third once, and the ring is repaired.
 #[test]
 fn consumer_dying_mid_batch_has_each_message_redelivered() {
-    check("consumer_dying_mid_batch_has_each_message_redelivered", 3, || {
-        let (memory, platform, mut rings) = ring(4, 3, NEAR_WRAP);
-        let sweeper = rings.pop().unwrap();
-        let dying = rings.pop().unwrap();
-        let producer = rings.pop().unwrap();
-        producer.try_send(&[0, 0]).unwrap();
-        producer.try_send(&[0, 1]).unwrap();
-        let dies = thread::spawn(move || {
-            let index = dying.participant_index();
-            let claimed = dying.claim_run_and_die(End::Dequeue, 2);
-            platform.kill(index);
-            claimed
-        });
-        let sends = thread::spawn(move || {
-            producer.try_send(&[0, 2]).expect("room for a third");
-            producer
-        });
-        let mut got = Vec::new();
-        let mut spin = Spin::default();
-        while got.len() < 3 {
-            match try_recv(&sweeper) {
-                Ok(message) => {
-                    got.push(message);
-                    spin.progressed();
-                }
-                Err(TryRecvError::Empty) => {
-                    let sweep = sweeper.sweep(Scope::Housekeeping, Redelivery::TakeOne);
-                    match sweep.redelivered {
-                        Some(Ok(message)) => {
-                            got.push(message.read(decode));
-                            spin.progressed();
-                        }
-                        None => spin.failed(),
-                        Some(Err(e)) => panic!("redelivery failed: {e:?}"),
+    check(
+        "consumer_dying_mid_batch_has_each_message_redelivered",
+        3,
+        || {
+            let (memory, platform, mut rings) = ring(4, 3, NEAR_WRAP);
+            let sweeper = rings.pop().unwrap();
+            let dying = rings.pop().unwrap();
+            let producer = rings.pop().unwrap();
+            producer.try_send(&[0, 0]).unwrap();
+            producer.try_send(&[0, 1]).unwrap();
+            let dies = thread::spawn(move || {
+                let index = dying.participant_index();
+                let claimed = dying.claim_run_and_die(End::Dequeue, 2);
+                platform.kill(index);
+                claimed
+            });
+            let sends = thread::spawn(move || {
+                producer.try_send(&[0, 2]).expect("room for a third");
+                producer
+            });
+            let mut got = Vec::new();
+            let mut spin = Spin::default();
+            while got.len() < 3 {
+                match try_recv(&sweeper) {
+                    Ok(message) => {
+                        got.push(message);
+                        spin.progressed();
                     }
+                    Err(TryRecvError::Empty) => {
+                        let sweep = sweeper.sweep(Scope::Housekeeping, Redelivery::TakeOne);
+                        match sweep.redelivered {
+                            Some(Ok(message)) => {
+                                got.push(message.read(decode));
+                                spin.progressed();
+                            }
+                            None => spin.failed(),
+                            Some(Err(e)) => panic!("redelivery failed: {e:?}"),
+                        }
+                    }
+                    Err(e) => panic!("unexpected receive error {e:?}"),
                 }
-                Err(e) => panic!("unexpected receive error {e:?}"),
             }
-        }
-        let claimed = dies.join().unwrap();
-        drop(sends.join().unwrap());
-        assert_exactly_once(&got, &[(0, 0), (0, 1), (0, 2)]);
-        // Relaxed: every thread has been joined.
-        let redelivered = memory.shared().stats.redelivered.load(Ordering::Relaxed);
-        assert_eq!(redelivered, u64::from(claimed.map_or(0, |(_, count)| count)));
-        assert_repaired_and_usable(&sweeper);
-    });
+            let claimed = dies.join().unwrap();
+            drop(sends.join().unwrap());
+            assert_exactly_once(&got, &[(0, 0), (0, 1), (0, 2)]);
+            // Relaxed: every thread has been joined.
+            let redelivered = memory.shared().stats.redelivered.load(Ordering::Relaxed);
+            assert_eq!(
+                redelivered,
+                u64::from(claimed.map_or(0, |(_, count)| count))
+            );
+            assert_repaired_and_usable(&sweeper);
+        },
+    );
 }
 
 /// A producer dies holding a run of two free slots; a second producer sends one

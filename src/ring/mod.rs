@@ -460,7 +460,10 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         let cursor = end.cursor(self.memory.shared());
         let record = self.record();
         let claim_word = end.claim_word(record);
-        let max = max.clamp(1, MAX_RUN.min(self.capacity.min(u64::from(u32::MAX)) as u32));
+        let max = max.clamp(
+            1,
+            MAX_RUN.min(self.capacity.min(u64::from(u32::MAX)) as u32),
+        );
         let mut recorded = false;
         // Relaxed: only a starting guess; the slot's sequence decides.
         let mut pos = cursor.load(Ordering::Relaxed);
@@ -685,7 +688,11 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
                 let at = unread.next;
                 unread.next = pos_add(at, 1);
                 let (index, slot) = self.slot_at(at);
-                match self.open_claimed(Claimed { pos: at, index, slot }) {
+                match self.open_claimed(Claimed {
+                    pos: at,
+                    index,
+                    slot,
+                }) {
                     Ok(Some(message)) => {
                         message.read(&mut f);
                         delivered += 1;
