@@ -230,3 +230,40 @@ fn a_consumer_killed_mid_batch_has_each_message_delivered_again() {
     assert_eq!(queue.try_send_batch(&lap[..1]), Err(TrySendError::Full));
     assert_eq!(queue.try_recv_batch(100).unwrap().len(), 16);
 }
+
+#[test]
+fn batch_limits_are_exact_and_a_panicking_reader_gives_back_the_rest() {
+    let name = unique("limits");
+    let _unlink = UnlinkOnDrop(&name);
+    let mut queue = Queue::create(&name, &Options::new(8, 16)).unwrap();
+    let batch: Vec<[u8; 16]> = (0..5).map(|s| encode(0, s)).collect();
+    // Nothing sent if one message is too large.
+    let too_large = [vec![0u8; 17]];
+    assert!(matches!(
+        queue.try_send_batch(&too_large),
+        Err(TrySendError::TooLarge { len: 17, max: 16 })
+    ));
+    assert_eq!(queue.try_send_batch(&batch), Ok(5));
+    assert_eq!(
+        queue.try_recv_batch_with(0, |_| panic!("asked for none")),
+        Ok(0)
+    );
+    assert_eq!(queue.try_recv_batch(2).unwrap().len(), 2);
+    // The reader panics on the first of the remaining three: that one is released
+    // (as a panicking single receive releases its message), the other two go back.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = queue.try_recv_batch_with(8, |_| panic!("reader failed"));
+    }));
+    assert!(outcome.is_err());
+    let mut back = Vec::new();
+    while back.len() < 2 {
+        let delivery = queue
+            .receive_timeout(Duration::from_secs(5))
+            .expect("the rest of the batch was not given back");
+        back.push(decode(&delivery).1);
+    }
+    back.sort_unstable();
+    assert_eq!(back, [3, 4]);
+    assert!(queue.receive_timeout(Duration::from_millis(200)).is_err());
+    assert_eq!(queue.info().occupancy, 0);
+}

@@ -668,6 +668,9 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         max: usize,
         mut f: F,
     ) -> Result<usize, TryRecvError> {
+        if max == 0 {
+            return Ok(0);
+        }
         let max = u32::try_from(max).unwrap_or(u32::MAX);
         let mut delivered = 0;
         let mut failed = None;
