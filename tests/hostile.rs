@@ -684,14 +684,14 @@ fn another_user_is_refused_a_private_segment() {
     // fork and exec) and reports what Queue::open said. It runs a copy of this binary
     // that nobody can reach: the checkout may sit in a directory only root can enter.
     let copy = ExecutableCopy::new(Reach::AnyUser).expect("copy the test binary for uid 65534");
-    let output = copy
-        .child_command("child_process", true, ROLE, "open-as-nobody")
-        .env("SHMQ_QUEUES", format!("{private},{shared}"))
-        .uid(65534)
-        .gid(65534)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the child as uid 65534");
+    let output = common::output_when_not_busy(
+        copy.child_command("child_process", true, ROLE, "open-as-nobody")
+            .env("SHMQ_QUEUES", format!("{private},{shared}"))
+            .uid(65534)
+            .gid(65534)
+            .stdin(Stdio::null()),
+    )
+    .expect("run the child as uid 65534");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -731,12 +731,13 @@ fn another_user_test_passes_when_this_binary_sits_where_only_root_can_enter() {
     // A checkout cloned by root into a 0700 directory: its test binaries are out of
     // uid 65534's reach. Run the other-user test from such a place.
     let private = ExecutableCopy::new(Reach::OwnerOnly).expect("copy the test binary");
-    let output = std::process::Command::new(private.path())
-        .args(["--exact", "another_user_is_refused_a_private_segment"])
-        .args(["--nocapture", "--test-threads=1"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the copy in a 0700 directory");
+    let output = common::output_when_not_busy(
+        std::process::Command::new(private.path())
+            .args(["--exact", "another_user_is_refused_a_private_segment"])
+            .args(["--nocapture", "--test-threads=1"])
+            .stdin(Stdio::null()),
+    )
+    .expect("run the copy in a 0700 directory");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success() && stdout.contains("1 passed"),

@@ -83,6 +83,23 @@ pub fn spawn_role(test: &str, role_var: &str, role: String) -> Child {
         .expect("spawn child process")
 }
 
+/// Runs `command` to completion, retrying while `exec` fails with `ETXTBSY`: a
+/// binary just copied (an [`ExecutableCopy`]) is "busy" while another test thread's
+/// child, forked before the copy's descriptor was closed, has not reached its own
+/// `exec` yet.
+pub fn output_when_not_busy(command: &mut Command) -> io::Result<std::process::Output> {
+    let mut attempts = 0;
+    loop {
+        match command.output() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 100 => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Who may enter the directory an [`ExecutableCopy`] sits in.
 #[derive(Clone, Copy, Debug)]
 pub enum Reach {
