@@ -27,6 +27,8 @@ weakenings=(
   # The claim step (ring/mod.rs), shared by send, receive and the crash hook.
   "claim-acquire|ring/mod.rs|// Acquire: pairs with the Release that made the slot ready for us: for a|NEXT:Ordering::Acquire|Ordering::Relaxed"
   "run-slot-acquire|ring/mod.rs|if slot.sequence.load(Ordering::Acquire) != pos_add(next, end.ready_offset()) {|Ordering::Acquire|Ordering::Relaxed"
+  "run-store-release|ring/mod.rs|run_word.store(count, Ordering::Release);|Ordering::Release|Ordering::Relaxed"
+  "live-holder-run-acquire|ring/recovery.rs|let run = end.run_word(record).load(Ordering::Acquire);|Ordering::Acquire|Ordering::Relaxed"
   "claim-record-release|ring/mod.rs|claim_word.store(pos, Ordering::Release);|Ordering::Release|Ordering::Relaxed"
   "claim-cas-seqcst|ring/mod.rs|match cursor.compare_exchange(|NEXT:Ordering::SeqCst|Ordering::Relaxed"
   "claim-none-release|ring/mod.rs|claim_word.store(CLAIM_NONE, Ordering::Release);|Ordering::Release|Ordering::Relaxed"

@@ -9,7 +9,7 @@ use loom::sync::Arc;
 use loom::thread;
 use loom_tests::{
     assert_exactly_once, assert_per_producer_order, assert_repaired_and_usable, check, ring,
-    try_recv, Message, ModelRing, Spin,
+    try_recv, Message, ModelPlatform, ModelRing, Spin,
 };
 use shmq::model::layout::POS_MASK;
 use shmq::model::{End, Ordering, Redelivery, RingMemory, Scope};
@@ -247,4 +247,81 @@ fn producer_dying_mid_batch_has_each_slot_skipped() {
             "every position of the dead run is skipped"
         );
     });
+}
+
+/// A batch consumer died inside its claim step after recording a run of two from
+/// the head `p` (run length, then position) and before its CAS, so its record names
+/// `p` and `p + 1` without holding them. A live consumer then takes `p` and `p + 1`
+/// as a batch, releases them, and receives `p + 2` singly (its run word goes back to
+/// one), while a sweeper sweeps twice taking any dead consumer's message (the fourth
+/// message is drained at the end). Asserts: each message delivered exactly once in
+/// all; nothing redelivered.
+///
+/// The sweeper may read the live record's batch claim (`p`) together with its newer
+/// run length (one): then `p + 1` looks held by nobody live, and only the Release of
+/// that run store, read by an Acquire, makes the sweeper's second look at `p + 1`'s
+/// slot see it released (`record_run`, `live_holder`).
+///
+/// Bound: 4 preemptions, as in the `live_*_claiming_twice` recovery models.
+#[test]
+fn live_batch_consumer_moving_on_is_not_redelivered() {
+    check(
+        "live_batch_consumer_moving_on_is_not_redelivered",
+        4,
+        || {
+            let (memory, platform, mut rings) = ring(4, 3, NEAR_WRAP);
+            let sweeper = rings.pop().unwrap();
+            let live = rings.pop().unwrap();
+            let dying = rings.pop().unwrap();
+            // Full, so the dying consumer's death claims nothing at the other end.
+            for n in 0..4 {
+                sweeper.try_send(&[0, n]).unwrap();
+            }
+            die_after_recording_run(dying, &platform, 2);
+            let receives = thread::spawn(move || {
+                let mut got = Vec::new();
+                live.try_recv_batch_with(2, |bytes| got.push(decode(bytes)))
+                    .expect("a batch");
+                got.extend(try_recv(&live).ok());
+                (got, live)
+            });
+            let mut all = Vec::new();
+            for scope in [Scope::Outstanding, Scope::Housekeeping] {
+                let sweep = sweeper.sweep(scope, Redelivery::TakeOne);
+                if let Some(message) = sweep.redelivered {
+                    all.push(message.expect("a sound length").read(decode));
+                }
+            }
+            let (got, live) = receives.join().unwrap();
+            assert_per_producer_order(&got);
+            all.extend(got);
+            while let Ok(message) = try_recv(&sweeper) {
+                all.push(message);
+            }
+            assert_exactly_once(&all, &[(0, 0), (0, 1), (0, 2), (0, 3)]);
+            drop(live);
+            assert_repaired_and_usable(&sweeper);
+            // Relaxed: every thread has been joined.
+            assert_eq!(memory.shared().stats.redelivered.load(Ordering::Relaxed), 0);
+        },
+    );
+}
+
+/// Kills `ring` as a batch consumer killed inside its claim step would die: after
+/// storing a run of `run` and the head position in its record (Release, as the
+/// claim step does), before the CAS.
+fn die_after_recording_run(ring: ModelRing, platform: &ModelPlatform, run: u32) {
+    let index = ring.participant_index();
+    let memory = ring.memory().clone();
+    let record = memory.participant(index);
+    // Relaxed: the model calls this before it spawns any thread.
+    let pos = memory.shared().dequeue_pos.value.load(Ordering::Relaxed);
+    // Release (both): as the claim step's stores (the spawn orders them anyway).
+    record.dequeue_run.store(run, Ordering::Release);
+    record.dequeue_claim.store(pos, Ordering::Release);
+    assert!(
+        ring.claim_and_die(End::Enqueue).is_none(),
+        "the ring must be full"
+    );
+    platform.kill(index);
 }
