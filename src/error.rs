@@ -42,6 +42,17 @@ pub enum Error {
         /// Segment name.
         name: String,
     },
+    /// The segment records another message type than the one this handle expects
+    /// (or none: it is untyped).
+    #[error("segment `{name}` holds {}; this handle expects {expected}: open it with the type (and schema version) it was created for", found.as_ref().map_or("untyped messages".to_owned(), |t| format!("messages of type {t}")))]
+    TypeMismatch {
+        /// Segment name.
+        name: String,
+        /// The type this handle expects.
+        expected: crate::MessageType,
+        /// The type the segment records (`None`: untyped).
+        found: Option<crate::MessageType>,
+    },
     /// The segment was made by another layout version.
     #[error("segment `{name}` was created by shmq layout v{found}; this build reads v{expected}: use a matching shmq version, or remove and recreate the segment")]
     IncompatibleVersion {
@@ -383,6 +394,15 @@ pub enum SendError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TryRecvError {
+    /// The message's length is not the typed queue's value size: an untyped handle
+    /// sent it. It was consumed.
+    #[error("message of {len} bytes in a queue of {expected}-byte values (sent by an untyped handle?); it was dropped")]
+    WrongSize {
+        /// Message length.
+        len: usize,
+        /// Size of the queue's value type.
+        expected: usize,
+    },
     /// The segment's file was shrunk under this handle (by a process with write
     /// access) and the `SIGBUS` guard ([`install_sigbus_guard`](crate::install_sigbus_guard))
     /// replaced its memory: this handle can no longer reach the queue. The operation
@@ -430,6 +450,15 @@ pub enum TryRecvError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RecvError {
+    /// The message's length is not the typed queue's value size: an untyped handle
+    /// sent it. It was consumed.
+    #[error("message of {len} bytes in a queue of {expected}-byte values (sent by an untyped handle?); it was dropped")]
+    WrongSize {
+        /// Message length.
+        len: usize,
+        /// Size of the queue's value type.
+        expected: usize,
+    },
     /// The segment's file was shrunk under this handle (by a process with write
     /// access) and the `SIGBUS` guard ([`install_sigbus_guard`](crate::install_sigbus_guard))
     /// replaced its memory: this handle can no longer reach the queue. The operation
@@ -503,6 +532,7 @@ impl TryFrom<TryRecvError> for RecvError {
                 Ok(RecvError::Corrupt { position, len, max })
             }
             TryRecvError::Truncated => Ok(RecvError::Truncated),
+            TryRecvError::WrongSize { len, expected } => Ok(RecvError::WrongSize { len, expected }),
             TryRecvError::Empty => Err(e),
         }
     }
@@ -518,6 +548,7 @@ impl TryFrom<RecvError> for TryRecvError {
                 Ok(TryRecvError::Corrupt { position, len, max })
             }
             RecvError::Truncated => Ok(TryRecvError::Truncated),
+            RecvError::WrongSize { len, expected } => Ok(TryRecvError::WrongSize { len, expected }),
             RecvError::Timeout | RecvError::Orphaned => Err(e),
         }
     }

@@ -3,7 +3,7 @@
 //! structs and the algorithm are the ones the shared-memory queue uses.
 
 use crate::layout::{
-    Geometry, PaddedU64, ParticipantRecord, RecoveryStats, RingShared, SlotHeader, WaitWord,
+    Geometry, PaddedU64, ParticipantRecord, RecoveryStats, RingShared, Schema, SlotHeader, WaitWord,
 };
 use crate::ring::RingMemory;
 use crate::sync::{AtomicU32, AtomicU64, UnsafeCell};
@@ -80,6 +80,7 @@ impl HeapMemory {
                     dead_lettered: AtomicU64::new(0),
                     dead_letter_failures: AtomicU64::new(0),
                 },
+                schema: Schema::default(),
             },
             slots,
             payloads,

@@ -156,8 +156,9 @@ pub struct WaitWord {
     pub epoch: AtomicU32,
 }
 
-/// Counters kept by the recovery sweep (for `inspect`).
-#[repr(C, align(128))]
+/// Counters kept by the recovery sweep (for `inspect`). Shares the ring's last line
+/// with the [`Schema`]: both are cold.
+#[repr(C)]
 #[derive(Debug)]
 pub struct RecoveryStats {
     /// Slots given up by dead producers and marked skipped.
@@ -191,6 +192,53 @@ pub struct RingShared {
     pub not_full: WaitWord,
     /// Recovery counters.
     pub stats: RecoveryStats,
+    /// The message type of a typed queue (zero: untyped).
+    pub schema: Schema,
+}
+
+/// Bytes of a [`Schema`]'s type name kept in the segment (longer names are cut;
+/// the comparison uses the full name's hash).
+pub const SCHEMA_NAME_BYTES: usize = 48;
+
+/// The message type a typed queue's segment was created for; all zero when the
+/// segment is untyped. Plain integers: the creator writes them before it publishes
+/// READY, openers copy them out after (like [`Identity`]). Untrusted: the name is
+/// only shown, never parsed, and its length is clamped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schema {
+    /// FNV-1a (64-bit) hash of the full type name; `0`: untyped.
+    pub name_hash: u64,
+    /// `size_of` the message type.
+    pub size: u32,
+    /// `align_of` the message type.
+    pub align: u32,
+    /// The user's schema version.
+    pub version: u32,
+    /// Bytes of `name` in use.
+    pub name_len: u32,
+    /// The type name, cut to [`SCHEMA_NAME_BYTES`].
+    pub name: [u8; SCHEMA_NAME_BYTES],
+}
+
+impl Default for Schema {
+    fn default() -> Self {
+        Self {
+            name_hash: 0,
+            size: 0,
+            align: 0,
+            version: 0,
+            name_len: 0,
+            name: [0; SCHEMA_NAME_BYTES],
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: a stable hash of a type name (the same in every build).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// The fixed part of a slot, in front of its payload.
@@ -244,6 +292,7 @@ pub struct ParticipantRecord {
 const _: () = {
     assert!(std::mem::size_of::<Identity>() == LINE as usize);
     assert!(std::mem::size_of::<RingShared>() == 5 * LINE as usize);
+    assert!(std::mem::size_of::<RecoveryStats>() + std::mem::size_of::<Schema>() == LINE as usize);
     assert!(std::mem::size_of::<SlotHeader>() == SLOT_HEADER_SIZE as usize);
     assert!(std::mem::size_of::<ParticipantRecord>() == LINE as usize);
 };

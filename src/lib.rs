@@ -89,6 +89,8 @@ mod segment;
 #[cfg(not(loom))]
 mod shm;
 #[cfg(not(loom))]
+mod typed;
+#[cfg(not(loom))]
 mod wait;
 
 /// Model-checking support, in `--cfg loom` builds only: the algorithm, its memory
@@ -126,6 +128,10 @@ pub use guard::install_sigbus_guard;
 pub use handle::{AbandonError, Delivery, Queue};
 #[cfg(not(loom))]
 pub use options::Options;
+#[cfg(not(loom))]
+pub use typed::MessageType;
+#[cfg(all(not(loom), feature = "zerocopy"))]
+pub use typed::TypedQueue;
 #[cfg(not(loom))]
 pub use wait::WaitStrategy;
 

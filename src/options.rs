@@ -36,6 +36,8 @@ pub struct Options {
     /// Position of the first message. Only for tests that exercise wraparound.
     #[doc(hidden)]
     pub initial_position: u64,
+    /// The message type a typed queue records (set by `TypedQueue`).
+    pub(crate) message_type: Option<crate::MessageType>,
 }
 
 /// Deliveries a message gets by default before it is dead-lettered.
@@ -56,6 +58,7 @@ impl Default for Options {
             max_deliveries: DEFAULT_MAX_DELIVERIES,
             access: Access::default(),
             initial_position: 0,
+            message_type: None,
         }
     }
 }

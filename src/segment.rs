@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use crate::access::Access;
 use crate::error::{Error, HeaderProblem};
 use crate::layout::{
-    state, Geometry, Identity, ParticipantRecord, RingShared, SlotHeader, LAYOUT_VERSION, LINE,
-    MAGIC, MAX_SEGMENT_SIZE, RING_OFFSET, SLOT_HEADER_SIZE,
+    state, Geometry, Identity, ParticipantRecord, RingShared, Schema, SlotHeader, LAYOUT_VERSION,
+    LINE, MAGIC, MAX_SEGMENT_SIZE, RING_OFFSET, SLOT_HEADER_SIZE,
 };
 use crate::name::{self, io_error};
 use crate::options::Options;
@@ -50,6 +50,8 @@ pub(crate) struct Segment {
     mapping: Mapping,
     geometry: Geometry,
     identity: Identity,
+    /// The message type recorded at creation (copied out after READY).
+    schema: Schema,
     name: String,
     /// Device and inode of the file mapped: whether the name still points at it.
     file: (u64, u64),
@@ -151,6 +153,11 @@ impl Segment {
             mapping,
             geometry,
             identity,
+            schema: options
+                .message_type
+                .as_ref()
+                .map(crate::MessageType::schema)
+                .unwrap_or_default(),
             name: name.to_owned(),
             file,
         })
@@ -166,8 +173,24 @@ impl Segment {
             // SAFETY: the mapping is at least one line long and page aligned; nobody
             // reads the identity before `state` says READY, which `publish` stores
             // last.
-            unsafe { std::ptr::write_volatile(self.mapping.base().cast::<Identity>(), identity) }
+            unsafe { std::ptr::write_volatile(self.mapping.base().cast::<Identity>(), identity) };
+            // SAFETY: the schema lies inside the ring's lines (validated geometry),
+            // aligned for its integers; written before READY, like the identity.
+            unsafe { std::ptr::write_volatile(self.schema_ptr(), self.schema) };
         });
+    }
+
+    /// Where the segment's [`Schema`] lives.
+    fn schema_ptr(&self) -> *mut Schema {
+        let offset = RING_OFFSET as usize + std::mem::offset_of!(RingShared, schema);
+        // SAFETY: the geometry (validated, or computed by the creator) puts the
+        // ring's lines, which hold the schema, inside the mapping.
+        unsafe { self.mapping.base().add(offset).cast::<Schema>() }
+    }
+
+    /// The message type recorded in the segment (`None`: untyped).
+    pub(crate) fn message_type(&self) -> Option<crate::MessageType> {
+        crate::MessageType::from_schema(&self.schema)
     }
 
     /// Opens the existing segment `name`, checks its file against `access`, and
@@ -243,13 +266,19 @@ impl Segment {
                     let geometry = Geometry::validate(&identity, size).map_err(corrupt)?;
                     let file = allocated_file(name, fd, &geometry, corrupt)?;
                     let name = name.to_owned();
-                    return Ok(Self {
+                    let mut segment = Self {
                         mapping,
                         geometry,
                         identity,
+                        schema: Schema::default(),
                         name,
                         file,
-                    });
+                    };
+                    // SAFETY: inside the validated mapping; plain integers, so any
+                    // bytes are a value; volatile and copied because another
+                    // process could write them (only shown, never trusted).
+                    segment.schema = unsafe { std::ptr::read_volatile(segment.schema_ptr()) };
+                    return Ok(segment);
                 }
             } else if timed_out {
                 return Err(match size {

@@ -220,6 +220,21 @@ impl Queue {
         self.ring.memory().name()
     }
 
+    /// The message type the segment was created for by a typed queue
+    /// (`TypedQueue`, cargo feature `zerocopy`), or `None` if it is untyped. Any handle
+    /// may still send and receive bytes on a typed segment.
+    ///
+    /// ```
+    /// # let name = "doc-message-type";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// assert_eq!(queue.message_type(), None);
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn message_type(&self) -> Option<crate::MessageType> {
+        self.ring.memory().message_type()
+    }
+
     /// Capacity in messages.
     ///
     /// ```
