@@ -69,6 +69,7 @@ mod layout;
 mod ready;
 mod ring;
 mod sync;
+mod typed;
 
 #[cfg(not(loom))]
 mod access;
@@ -88,8 +89,6 @@ mod platform;
 mod segment;
 #[cfg(not(loom))]
 mod shm;
-#[cfg(not(loom))]
-mod typed;
 #[cfg(not(loom))]
 mod wait;
 
@@ -128,7 +127,6 @@ pub use guard::install_sigbus_guard;
 pub use handle::{AbandonError, Delivery, Queue};
 #[cfg(not(loom))]
 pub use options::Options;
-#[cfg(not(loom))]
 pub use typed::MessageType;
 #[cfg(all(not(loom), feature = "zerocopy"))]
 pub use typed::TypedQueue;

@@ -67,6 +67,7 @@ impl MessageType {
     }
 
     /// The segment record of this type.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn schema(&self) -> Schema {
         let mut name = [0u8; SCHEMA_NAME_BYTES];
         let kept = cut(&self.name, SCHEMA_NAME_BYTES);
@@ -83,6 +84,7 @@ impl MessageType {
 
     /// The type a segment records, if any (`None`: untyped). Read from shared
     /// memory: the name is cut to its stored length and decoded lossily.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn from_schema(schema: &Schema) -> Option<Self> {
         if schema.name_hash == 0 {
             return None;
@@ -109,6 +111,7 @@ impl std::fmt::Display for MessageType {
 }
 
 /// The longest prefix of `text` of at most `max` bytes that ends on a character.
+#[cfg_attr(loom, allow(dead_code))]
 fn cut(text: &str, max: usize) -> &str {
     let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
