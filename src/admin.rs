@@ -47,6 +47,8 @@ pub struct SegmentInfo {
     pub max_participants: u64,
     /// Permission bits the creator asked for.
     pub mode: u32,
+    /// The message type a typed queue created it for (`None`: untyped).
+    pub message_type: Option<crate::MessageType>,
     /// Deliveries a message gets before it goes to the dead-letter segment
     /// ([`SegmentInfo::dead_letter_name`]); `0`: no limit.
     pub max_deliveries: u64,
@@ -407,6 +409,7 @@ fn snapshot(segment: &Segment, platform: &ShmPlatform, own: Option<u64>) -> Segm
         max_participants: identity.max_participants,
         mode: identity.mode as u32,
         max_deliveries: identity.max_deliveries,
+        message_type: segment.message_type(),
         creator_pid: identity.creator_pid,
         created: SystemTime::UNIX_EPOCH + Duration::from_nanos(identity.creation_time_ns),
         enqueue_pos,

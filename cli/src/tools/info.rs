@@ -56,6 +56,7 @@ struct SegmentView<'a> {
     recovery: RecoveryCounts,
     max_deliveries: u64,
     dead_letters: Option<String>,
+    message_type: Option<String>,
 }
 
 impl<'a> SegmentView<'a> {
@@ -86,6 +87,7 @@ impl<'a> SegmentView<'a> {
             recovery: info.recovery,
             max_deliveries: info.max_deliveries,
             dead_letters: info.dead_letter_name(),
+            message_type: info.message_type.as_ref().map(ToString::to_string),
         }
     }
 
@@ -126,6 +128,7 @@ impl<'a> SegmentView<'a> {
             },
             "max_deliveries": self.max_deliveries,
             "dead_letter_segment": self.dead_letters,
+            "message_type": self.message_type,
         })
     }
 
@@ -141,6 +144,9 @@ impl<'a> SegmentView<'a> {
             "capacity       {} messages of at most {} bytes (slot stride {} B, segment {} B)",
             self.capacity, self.max_message_size, self.slot_stride, self.total_size
         );
+        if let Some(message_type) = &self.message_type {
+            let _ = writeln!(text, "message type   {}", shown(message_type));
+        }
         let _ = writeln!(
             text,
             "occupancy      {} / {}",
