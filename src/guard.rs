@@ -92,13 +92,12 @@ impl Registration {
         }
     }
 
-    /// Whether the guard replaced this mapping after a `SIGBUS`.
-    #[inline(always)]
-    pub(crate) fn lost(&self) -> bool {
-        // Relaxed: a flag only; the handler sets it before the faulting access
-        // resumes on the same thread, and other threads' handles see it at the
-        // latest on their next call.
-        self.lost.load(Ordering::Relaxed)
+    /// The flag the handler sets once it replaced this mapping after a `SIGBUS`
+    /// (handles keep the reference, to check it with one load). Read it Relaxed:
+    /// the handler sets it before the faulting access resumes on the same thread,
+    /// and other threads' handles see it at the latest on their next call.
+    pub(crate) fn lost_flag(&self) -> &'static AtomicBool {
+        self.lost
     }
 }
 

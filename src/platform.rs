@@ -234,11 +234,10 @@ impl Mapping {
         self.base.as_ptr()
     }
 
-    /// Whether the `SIGBUS` guard replaced this mapping (its file was shrunk under
-    /// it): its memory is no longer the segment's.
-    #[inline(always)]
-    pub fn lost(&self) -> bool {
-        self.guard.lost()
+    /// The flag the `SIGBUS` guard sets once it replaced this mapping (its file was
+    /// shrunk under it): its memory is then no longer the segment's.
+    pub fn lost_flag(&self) -> &'static std::sync::atomic::AtomicBool {
+        self.guard.lost_flag()
     }
 }
 

@@ -330,11 +330,11 @@ impl Segment {
         &self.identity
     }
 
-    /// Whether the `SIGBUS` guard replaced this segment's memory (its file was shrunk
-    /// under us): nothing read or written through it reaches the segment any more.
-    #[inline(always)]
-    pub(crate) fn lost(&self) -> bool {
-        self.mapping.lost()
+    /// The flag the `SIGBUS` guard sets once it replaced this segment's memory (its
+    /// file was shrunk under us): nothing read or written through it reaches the
+    /// segment any more.
+    pub(crate) fn lost_flag(&self) -> &'static std::sync::atomic::AtomicBool {
+        self.mapping.lost_flag()
     }
 
     #[inline]

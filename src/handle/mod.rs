@@ -50,6 +50,9 @@ pub struct Queue {
     dead_letters: OnceCell<Box<Queue>>,
     /// Set while a receive closure runs (see `holding` in `recv.rs`).
     receiving: Cell<bool>,
+    /// Set by the `SIGBUS` guard if it replaced the segment's mapping (kept here
+    /// so that the check after each operation is one load).
+    lost: &'static std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Queue {
@@ -179,6 +182,7 @@ impl Queue {
             schedule: SweepSchedule::new(),
             dead_letters: OnceCell::new(),
             receiving: Cell::new(false),
+            lost: segment.lost_flag(),
         })
     }
 
@@ -381,7 +385,8 @@ impl Queue {
     /// (checked after every operation: one load of a flag no one writes otherwise).
     #[inline(always)]
     pub(crate) fn lost(&self) -> bool {
-        self.ring.memory().lost()
+        // Relaxed: see `guard::Registration::lost_flag`.
+        self.lost.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the segment's name now points at another segment (checked now and
