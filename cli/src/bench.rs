@@ -102,6 +102,10 @@ pub struct BenchArgs {
     /// to show what part of the round trip the slot hand-off itself costs.
     #[arg(long)]
     pub anatomy: bool,
+    /// Throughput: shmq producers send, and consumers receive, up to N messages per
+    /// claim on the queue (1 to 256; the baselines still move one at a time).
+    #[arg(long, default_value_t = 1)]
+    pub batch: u64,
     /// Throughput under a fixed offered load, e.g. 100k/s (total over producers);
     /// latency is measured from each message's intended send time.
     #[arg(long, value_parser = parse_rate)]
@@ -186,6 +190,12 @@ fn validate(args: &BenchArgs) -> Result<(), CliError> {
     if args.duration.is_zero() {
         return usage("--duration must be positive".into());
     }
+    if !(1..=256).contains(&args.batch) {
+        return usage(format!("--batch {} is out of range: 1 to 256", args.batch));
+    }
+    if args.batch > 1 && (args.workload != Workload::Throughput || args.rate.is_some()) {
+        return usage("--batch applies to --workload throughput without --rate".into());
+    }
     Ok(())
 }
 
@@ -206,6 +216,7 @@ fn settings_of(args: &BenchArgs) -> Settings {
         }),
         spin_for: args.spin_for,
         yield_for: args.yield_for,
+        batch: args.batch,
     }
 }
 

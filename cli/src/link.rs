@@ -75,6 +75,51 @@ impl Link {
         }
     }
 
+    /// Sends `messages` in order, as batches of claims (shmq only; the descriptors
+    /// get them one at a time).
+    pub fn send_batch(&mut self, messages: &[Vec<u8>]) -> Result<(), CliError> {
+        match self {
+            Link::Shmq { tx: Some(tx), .. } => tx
+                .send_batch(messages)
+                .map_err(|e| CliError::new(EX_SOFTWARE, format!("send: {e}"))),
+            Link::Shmq { tx: None, .. } => Err(bad_spec("tx")),
+            Link::Fd(link) => messages.iter().try_for_each(|m| link.send(m)),
+        }
+    }
+
+    /// Receives up to `max` messages with one claim (shmq only), lending each to
+    /// `f`; `Ok(0)` if nothing came within a few ms.
+    pub fn recv_batch(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> Result<usize, CliError> {
+        let Link::Shmq { rx: Some(rx), .. } = self else {
+            return Err(bad_spec("batch"));
+        };
+        let fail = |e: String| CliError::new(EX_SOFTWARE, format!("recv: {e}"));
+        match rx.try_recv_batch_with(max, &mut f) {
+            Ok(n) => Ok(n),
+            Err(TryRecvError::Empty) => match rx.recv_batch_with(max, Some(STOP_CHECK), &mut f) {
+                Ok(n) => Ok(n),
+                Err(RecvError::Timeout) => Ok(0),
+                Err(e) => Err(fail(e.to_string())),
+            },
+            Err(e) => Err(fail(e.to_string())),
+        }
+    }
+
+    /// Sends `message` `count` times into the queue this side receives from (a
+    /// consumer that took other consumers' STOPs in one batch hands them on).
+    pub fn hand_on(&mut self, message: &[u8], count: usize) -> Result<(), CliError> {
+        let Link::Shmq { rx: Some(rx), .. } = self else {
+            return Err(bad_spec("batch"));
+        };
+        let queue = Queue::open(rx.name())?;
+        for _ in 0..count {
+            queue
+                .send(message)
+                .map_err(|e| CliError::new(EX_SOFTWARE, format!("send: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// Receives one message into `out`; `Ok(None)` if nothing came within a few ms
     /// (shmq) or the stream ended (fd).
     pub fn recv(&mut self, out: &mut [u8]) -> Result<Option<()>, CliError> {

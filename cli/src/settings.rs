@@ -47,6 +47,8 @@ pub struct Settings {
     pub spin_for: Duration,
     /// Hybrid: yield budget after spinning.
     pub yield_for: Duration,
+    /// Throughput: messages per shmq claim (1: single sends and receives).
+    pub batch: u64,
 }
 
 impl Settings {

@@ -9,6 +9,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use shmq::Queue;
 
@@ -19,8 +20,8 @@ use crate::link::Link;
 use crate::os::now_ns;
 use crate::phase::{AfterProducers, ChildPlan, Context, Phase};
 use crate::protocol::{
-    consumer_results, nanos, progress, schedule, stamp, word_of, Role, Side, Spec, ONE_WAY,
-    SAMPLE_EVERY, STOP,
+    consumer_results, nanos, progress, schedule, stamp, word_of, Role, Schedule, Side, Spec,
+    ONE_WAY, SAMPLE_EVERY, STOP,
 };
 use crate::report::{Rate, Series};
 use crate::settings::Settings;
@@ -41,6 +42,9 @@ pub fn measure(
     };
     let label = transport.name();
     let mut spec = spec_for(&settings, producers);
+    if transport == Transport::Shmq && settings.batch > 1 {
+        spec["batch"] = json!(settings.batch);
+    }
     let seconds = expected_seconds(&settings, producers);
     if transport == Transport::Crossbeam {
         spec["cpu_b"] = json!(ctx.cpu(1));
@@ -204,42 +208,18 @@ fn rate_from(label: &str, consumers: &[Value], latency_label: String) -> Result<
 }
 
 /// Sends as fast as it can (or at `interval_ns`, stamping each message with its
-/// *intended* send time so a stall shows up in every message it delayed).
+/// *intended* send time so a stall shows up in every message it delayed); with
+/// `batch`, as batches of claims.
 pub fn producer(spec: &Spec, control: &Control, link: &mut Link) -> Result<Value, CliError> {
     let size = spec.u64("size")? as usize;
     let count_limit = spec.opt_u64("count");
     let interval_ns = spec.opt_u64("interval_ns");
     let mut buffer = vec![0u8; size];
     let plan = schedule(spec, control.ready_and_wait())?;
-    let timed = count_limit.is_none();
-    let mut sent = 0u64;
-    loop {
-        if count_limit.is_some_and(|limit| sent >= limit) {
-            break;
-        }
-        let word = match interval_ns {
-            Some(interval) => {
-                let intended = plan.start + sent * interval;
-                if timed && intended >= plan.round_trip_until {
-                    break;
-                }
-                wait_until(intended);
-                intended.max(2) & !ONE_WAY
-            }
-            None if sent % SAMPLE_EVERY == 0 => {
-                let now = now_ns();
-                if (timed && now >= plan.round_trip_until) || control.stopping() {
-                    break;
-                }
-                now & !ONE_WAY
-            }
-            None => 0,
-        };
-        stamp(&mut buffer, word);
-        link.send(&buffer)?;
-        sent += 1;
-        progress(control, sent);
-    }
+    let sent = match spec.opt_u64("batch").unwrap_or(1) as usize {
+        batch if batch > 1 => produce_batches(link, control, &plan, size, count_limit, batch)?,
+        _ => produce_singles(link, control, &plan, &mut buffer, count_limit, interval_ns)?,
+    };
     let end = now_ns();
     if spec.opt_u64("send_stop").unwrap_or(0) == 1 {
         stamp(&mut buffer, STOP);
@@ -249,6 +229,82 @@ pub fn producer(spec: &Spec, control: &Control, link: &mut Link) -> Result<Value
         .word(Word::ProducersDone)
         .fetch_add(1, Ordering::Release);
     Ok(json!({ "sent": sent, "start_ns": plan.start, "end_ns": end }))
+}
+
+/// The producer loop, one message per send. Returns how many were sent.
+fn produce_singles(
+    link: &mut Link,
+    control: &Control,
+    plan: &Schedule,
+    buffer: &mut [u8],
+    count_limit: Option<u64>,
+    interval_ns: Option<u64>,
+) -> Result<u64, CliError> {
+    let timed = count_limit.is_none();
+    let mut sent = 0u64;
+    loop {
+        if count_limit.is_some_and(|limit| sent >= limit) {
+            return Ok(sent);
+        }
+        let word = match interval_ns {
+            Some(interval) => {
+                let intended = plan.start + sent * interval;
+                if timed && intended >= plan.round_trip_until {
+                    return Ok(sent);
+                }
+                wait_until(intended);
+                intended.max(2) & !ONE_WAY
+            }
+            None if sent % SAMPLE_EVERY == 0 => {
+                let now = now_ns();
+                if (timed && now >= plan.round_trip_until) || control.stopping() {
+                    return Ok(sent);
+                }
+                now & !ONE_WAY
+            }
+            None => 0,
+        };
+        stamp(buffer, word);
+        link.send(buffer)?;
+        sent += 1;
+        progress(control, sent);
+    }
+}
+
+/// The flat-out producer loop with batch sends of `batch` messages: one in
+/// [`SAMPLE_EVERY`] carries its send time, as in the single loop. Returns how many
+/// were sent.
+fn produce_batches(
+    link: &mut Link,
+    control: &Control,
+    plan: &Schedule,
+    size: usize,
+    count_limit: Option<u64>,
+    batch: usize,
+) -> Result<u64, CliError> {
+    let mut buffers = vec![vec![0u8; size]; batch];
+    let mut sent = 0u64;
+    loop {
+        let n = count_limit.map_or(batch as u64, |limit| (limit - sent).min(batch as u64));
+        if n == 0 {
+            return Ok(sent);
+        }
+        for (i, buffer) in buffers[..n as usize].iter_mut().enumerate() {
+            let word = if (sent + i as u64) % SAMPLE_EVERY == 0 {
+                let now = now_ns();
+                if (count_limit.is_none() && now >= plan.round_trip_until) || control.stopping() {
+                    return Ok(sent);
+                }
+                now & !ONE_WAY
+            } else {
+                0
+            };
+            stamp(buffer, word);
+        }
+        link.send_batch(&buffers[..n as usize])?;
+        sent += n;
+        progress(control, sent);
+    }
 }
 
 /// Sleeps, then spins, until CLOCK_MONOTONIC reaches `instant` (returns at once if
@@ -267,40 +323,83 @@ fn wait_until(instant: u64) {
 
 /// Receives until a STOP message; records latency of stamped messages sent after the
 /// warm-up, and counts messages between its first and last clock reading after it.
+/// With `batch`, receives up to that many per claim.
 pub fn consumer(spec: &Spec, control: &Control, link: &mut Link) -> Result<Value, CliError> {
     let size = spec.u64("size")? as usize;
     let mut buffer = vec![0u8; size];
     let plan = schedule(spec, control.ready_and_wait())?;
-    let mut histogram = new_histogram();
-    let mut received = 0u64;
-    // (time, messages received by then) at the first and last clock reading after
-    // the warm-up.
-    let mut first: Option<(u64, u64)> = None;
-    let mut last: Option<(u64, u64)> = None;
+    let batch = spec.opt_u64("batch").unwrap_or(1) as usize;
+    let mut tally = Tally {
+        histogram: new_histogram(),
+        received: 0,
+        first: None,
+        last: None,
+        measure_from: plan.measure_from,
+    };
     loop {
-        match link.recv(&mut buffer)? {
-            Some(()) => {}
-            None if control.stopping() => break,
-            None => continue,
-        }
-        let word = word_of(&buffer);
-        if word == STOP {
-            break;
-        }
-        received += 1;
-        if word != 0 {
-            let now = now_ns();
-            // A stamp from the future is two eventfd writes summed before one read
-            // (the reader was late): not a sample.
-            if word >= plan.measure_from && word <= now {
-                record(&mut histogram, now.saturating_sub(word));
+        if batch > 1 {
+            let mut stops = 0;
+            let taken = link.recv_batch(batch, |message| match word_of(message) {
+                STOP => stops += 1,
+                word => tally.count(word),
+            })?;
+            if taken == 0 && control.stopping() {
+                break;
             }
-            if now >= plan.measure_from {
-                first.get_or_insert((now, received));
-                last = Some((now, received));
+            if stops > 0 {
+                // One STOP is ours; any other went to the wrong consumer.
+                stamp(&mut buffer, STOP);
+                link.hand_on(&buffer, stops - 1)?;
+                break;
+            }
+        } else {
+            match link.recv(&mut buffer)? {
+                Some(()) => {}
+                None if control.stopping() => break,
+                None => continue,
+            }
+            match word_of(&buffer) {
+                STOP => break,
+                word => tally.count(word),
             }
         }
-        progress(control, received);
+        progress(control, tally.received);
     }
-    Ok(consumer_results(&histogram, received, first, last))
+    Ok(consumer_results(
+        &tally.histogram,
+        tally.received,
+        tally.first,
+        tally.last,
+    ))
+}
+
+/// What a consumer counts: messages, sampled latencies, and its measuring window.
+struct Tally {
+    histogram: Histogram<u64>,
+    received: u64,
+    /// (time, messages received by then) at the first and last clock reading after
+    /// the warm-up.
+    first: Option<(u64, u64)>,
+    last: Option<(u64, u64)>,
+    measure_from: u64,
+}
+
+impl Tally {
+    /// Counts one message whose first word is `word` (a send time, or 0).
+    fn count(&mut self, word: u64) {
+        self.received += 1;
+        if word == 0 {
+            return;
+        }
+        let now = now_ns();
+        // A stamp from the future is two eventfd writes summed before one read (the
+        // reader was late): not a sample.
+        if word >= self.measure_from && word <= now {
+            record(&mut self.histogram, now.saturating_sub(word));
+        }
+        if now >= self.measure_from {
+            self.first.get_or_insert((now, self.received));
+            self.last = Some((now, self.received));
+        }
+    }
 }

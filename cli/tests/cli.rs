@@ -593,3 +593,46 @@ fn dead_letters_are_shown_drained_and_requeued() {
     shmq(&["create", &unlimited.0, "--max-deliveries", "0"], b"");
     assert_eq!(code(&shmq(&["dead-letters", &unlimited.0], b"")), EX_USAGE);
 }
+
+#[test]
+fn throughput_bench_runs_in_batches_and_refuses_bad_batch_sizes() {
+    let output = shmq(
+        &[
+            "bench",
+            "--workload",
+            "throughput",
+            "--count",
+            "20000",
+            "--batch",
+            "64",
+            "--json",
+        ],
+        b"",
+    );
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON");
+    let shmq_row = json["throughput"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["transport"] == "shmq"))
+        .expect("an shmq throughput row");
+    assert!(
+        shmq_row["messages"].as_u64().unwrap_or(0) > 10_000,
+        "{shmq_row}"
+    );
+    for bad in [
+        &["bench", "--workload", "throughput", "--batch", "0"][..],
+        &["bench", "--workload", "throughput", "--batch", "257"],
+        &["bench", "--batch", "8"],
+        &[
+            "bench",
+            "--workload",
+            "throughput",
+            "--rate",
+            "10k/s",
+            "--batch",
+            "8",
+        ],
+    ] {
+        assert_eq!(code(&shmq(bad, b"")), EX_USAGE, "{bad:?}");
+    }
+}
