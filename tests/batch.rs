@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use common::{unique, UnlinkOnDrop};
@@ -104,14 +103,7 @@ fn consume(queue: &Queue, producers: usize, id: u64) {
 /// and waits to be killed.
 fn hold_a_batch(queue: &Queue) {
     queue
-        .try_recv_batch_with(8, |_| {
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "\nINSIDE").unwrap();
-            out.flush().unwrap();
-            loop {
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        })
+        .try_recv_batch_with(8, |_| common::say_and_wait_forever("INSIDE"))
         .unwrap();
 }
 
@@ -131,10 +123,7 @@ fn child_role() -> bool {
 }
 
 fn spawn(test: &str, role: &str) -> Child {
-    common::child_command(test, false, ROLE, role)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn child")
+    common::spawn_role(test, ROLE, role.to_owned())
 }
 
 #[test]
@@ -198,16 +187,7 @@ fn a_consumer_killed_mid_batch_has_each_message_delivered_again() {
     let batch: Vec<[u8; 16]> = (0..8).map(|s| encode(0, s)).collect();
     assert_eq!(queue.try_send_batch(&batch), Ok(8));
     let mut holder = spawn(TEST, &format!("hold:{name}"));
-    let mut reader = BufReader::new(holder.stdout.take().unwrap());
-    let mut line = String::new();
-    while line.trim() != "INSIDE" {
-        line.clear();
-        assert_ne!(
-            reader.read_line(&mut line).unwrap(),
-            0,
-            "holder ended early"
-        );
-    }
+    common::wait_for_line(&mut holder, "INSIDE");
     // The holder took all eight with one claim: nothing is left for a normal receive.
     assert_eq!(queue.info().occupancy, 0);
     holder.kill().unwrap();

@@ -6,8 +6,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use common::{unique, UnlinkOnDrop};
@@ -89,12 +88,7 @@ fn child_role() -> bool {
             queue
                 .send_with(16, |buf| {
                     buf.fill(0xEE);
-                    let mut out = std::io::stdout().lock();
-                    writeln!(out, "\nINSIDE").unwrap();
-                    out.flush().unwrap();
-                    loop {
-                        std::thread::sleep(Duration::from_secs(1));
-                    }
+                    common::say_and_wait_forever("INSIDE")
                 })
                 .unwrap();
         }
@@ -104,10 +98,7 @@ fn child_role() -> bool {
 }
 
 fn spawn(test: &str, role: &str) -> Child {
-    common::child_command(test, false, ROLE, role)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn child")
+    common::spawn_role(test, ROLE, role.to_owned())
 }
 
 #[test]
@@ -120,12 +111,7 @@ fn a_producer_killed_inside_its_writer_leaves_a_skip() {
     let _unlink = UnlinkOnDrop(&name);
     let queue = Queue::create(&name, &Options::new(4, 16)).unwrap();
     let mut child = spawn(TEST, &format!("stall:{name}"));
-    let mut line = String::new();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    while line.trim() != "INSIDE" {
-        line.clear();
-        assert_ne!(reader.read_line(&mut line).unwrap(), 0, "child ended early");
-    }
+    common::wait_for_line(&mut child, "INSIDE");
     queue.send(b"after").unwrap();
     child.kill().unwrap();
     child.wait().unwrap();

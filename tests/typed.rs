@@ -6,8 +6,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use common::{unique, UnlinkOnDrop};
@@ -130,14 +129,7 @@ fn child_role() -> bool {
         }
         "hold" => {
             queue
-                .try_recv_with(|_| {
-                    let mut out = std::io::stdout().lock();
-                    writeln!(out, "\nINSIDE").unwrap();
-                    out.flush().unwrap();
-                    loop {
-                        std::thread::sleep(Duration::from_secs(1));
-                    }
-                })
+                .try_recv_with(|_| common::say_and_wait_forever("INSIDE"))
                 .unwrap();
         }
         other => panic!("unknown role {other}"),
@@ -146,10 +138,7 @@ fn child_role() -> bool {
 }
 
 fn spawn(test: &str, role: &str) -> Child {
-    common::child_command(test, false, ROLE, role)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn child")
+    common::spawn_role(test, ROLE, role.to_owned())
 }
 
 #[test]
@@ -203,16 +192,7 @@ fn a_typed_consumer_killed_holding_a_value_has_it_delivered_again() {
     let queue = TypedQueue::<Tick>::create(&name, &Options::new(8, 0), 1).unwrap();
     queue.send(&tick(7, 42)).unwrap();
     let mut holder = spawn(TEST, &format!("hold:{name}"));
-    let mut reader = BufReader::new(holder.stdout.take().unwrap());
-    let mut line = String::new();
-    while line.trim() != "INSIDE" {
-        line.clear();
-        assert_ne!(
-            reader.read_line(&mut line).unwrap(),
-            0,
-            "holder ended early"
-        );
-    }
+    common::wait_for_line(&mut holder, "INSIDE");
     holder.kill().unwrap();
     holder.wait().unwrap();
     assert_eq!(

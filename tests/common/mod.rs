@@ -100,6 +100,36 @@ pub fn output_when_not_busy(command: &mut Command) -> io::Result<std::process::O
     }
 }
 
+/// Reads `child`'s piped stdout until a line that is `line` (after trimming; the
+/// harness may have printed `test NAME ... ` before it on the same line, so a child
+/// prints a newline first: see [`say_and_wait_forever`]). Panics if stdout ends.
+pub fn wait_for_line(child: &mut Child, line: &str) {
+    use std::io::BufRead;
+    let mut reader = io::BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut read = String::new();
+    while read.trim() != line {
+        read.clear();
+        assert_ne!(
+            reader
+                .read_line(&mut read)
+                .expect("read the child's stdout"),
+            0,
+            "the child ended before saying {line}"
+        );
+    }
+}
+
+/// In a child: says `line` on a line of its own (flushed) and waits to be killed.
+pub fn say_and_wait_forever(line: &str) -> ! {
+    use std::io::Write;
+    let mut out = io::stdout().lock();
+    writeln!(out, "\n{line}").expect("write stdout");
+    out.flush().expect("flush stdout");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 /// Who may enter the directory an [`ExecutableCopy`] sits in.
 #[derive(Clone, Copy, Debug)]
 pub enum Reach {
