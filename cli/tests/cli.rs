@@ -533,6 +533,22 @@ fn ls_shows_a_name_with_terminal_escapes_escaped() {
     assert!(!stderr(&removed).contains('\x1b'));
 }
 
+/// Sends each message and abandons it once (a limit of one delivery), then lets
+/// a receive on the empty queue sweep them into the dead letters.
+fn bury(queue: &mut Queue, messages: &[&[u8]]) {
+    for message in messages {
+        queue.send(message).expect("send");
+        queue
+            .try_receive()
+            .expect("receive")
+            .abandon()
+            .expect("abandon");
+    }
+    assert!(queue
+        .recv_timeout(std::time::Duration::from_millis(300))
+        .is_err());
+}
+
 #[test]
 fn dead_letters_are_shown_drained_and_requeued() {
     let name = Name::new("dead-letters");
@@ -540,18 +556,7 @@ fn dead_letters_are_shown_drained_and_requeued() {
     let out = shmq(&["create", &name.0, "--max-deliveries", "1"], b"");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let mut queue = Queue::open(&name.0).expect("open");
-    for poison in [&b"bad 1"[..], b"bad 2"] {
-        queue.send(poison).expect("send");
-        queue
-            .try_receive()
-            .expect("receive")
-            .abandon()
-            .expect("abandon");
-    }
-    // A receive on the empty queue sweeps: both are past their last delivery.
-    assert!(queue
-        .recv_timeout(std::time::Duration::from_millis(300))
-        .is_err());
+    bury(&mut queue, &[b"bad 1", b"bad 2"]);
     let shown = shmq(&["dead-letters", &name.0], b"");
     assert_eq!(code(&shown), 0);
     assert!(
@@ -570,15 +575,7 @@ fn dead_letters_are_shown_drained_and_requeued() {
         (code(&drained), stdout(&drained)),
         (0, "bad 1\nbad 2\n".to_owned())
     );
-    queue.send(b"bad 3").expect("send");
-    queue
-        .try_receive()
-        .expect("receive")
-        .abandon()
-        .expect("abandon");
-    assert!(queue
-        .recv_timeout(std::time::Duration::from_millis(300))
-        .is_err());
+    bury(&mut queue, &[b"bad 3"]);
     let requeued = shmq(&["dead-letters", &name.0, "--requeue"], b"");
     assert!(
         stderr(&requeued).contains("requeued 1 dead letters"),
