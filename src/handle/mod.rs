@@ -252,6 +252,48 @@ impl Queue {
         self.ring.capacity()
     }
 
+    /// How many messages are in the queue: positions producers have claimed and
+    /// consumers have not (so sends under way count), between 0 and the capacity. A
+    /// snapshot, stale as soon as it is read while others send or receive; like
+    /// `multiprocessing.Queue.qsize`, good for monitoring and sizing, not for
+    /// deciding whether a receive will succeed.
+    ///
+    /// ```
+    /// # let name = "doc-len";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(4, 8))?;
+    /// assert!(queue.is_empty());
+    /// queue.send(b"a")?;
+    /// queue.send(b"b")?;
+    /// assert_eq!(queue.len(), 2);
+    /// queue.recv()?;
+    /// assert_eq!(queue.len(), 1);
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn len(&self) -> u64 {
+        self.ring.len()
+    }
+
+    /// Whether [`Queue::len`] is 0 (a snapshot, likewise).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether [`Queue::len`] equals the capacity (a snapshot, likewise).
+    ///
+    /// ```
+    /// # let name = "doc-is-full";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// queue.send(b"a")?;
+    /// queue.send(b"b")?;
+    /// assert!(queue.is_full());
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_full(&self) -> bool {
+        self.len() == self.capacity()
+    }
+
     /// Largest message in bytes.
     ///
     /// ```

@@ -400,6 +400,19 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         self.capacity
     }
 
+    /// Positions producers have claimed and consumers have not, clamped to
+    /// `0..=capacity`: messages waiting plus sends under way. A snapshot, stale as
+    /// soon as it is read.
+    pub fn len(&self) -> u64 {
+        let shared = self.memory.shared();
+        // Relaxed, both: a snapshot that nothing is read on the strength of. The head
+        // is read first: both cursors only move forward, so a stale head can only
+        // make the answer larger, and the clamp bounds it.
+        let head = shared.dequeue_pos.value.load(Ordering::Relaxed);
+        let tail = shared.enqueue_pos.value.load(Ordering::Relaxed);
+        pos_diff(tail, head).clamp(0, self.capacity as i64) as u64
+    }
+
     /// Largest message in bytes.
     pub fn max_message_size(&self) -> u64 {
         self.max_message_size
