@@ -16,7 +16,8 @@ use crate::error::{os_error, CliError, EX_SOFTWARE, EX_USAGE};
 use crate::histogram::{new_histogram, record, to_json};
 use crate::os::{now_ns, pin_to_cpu};
 use crate::protocol::{
-    consumer_results, progress, stamp, word_of, Role, Spec, ONE_WAY, SAMPLE_EVERY, STOP,
+    build, consumer_results, inspect, progress, stamp, word_of, Fill, Role, Spec, ONE_WAY,
+    SAMPLE_EVERY, STOP,
 };
 
 /// A kernel transport.
@@ -349,6 +350,10 @@ struct CrossbeamPlan {
     duration_ns: u64,
     warmup_ns: u64,
     count_limit: Option<u64>,
+    /// The consumer-faster regime: the sender writes every byte of each message.
+    build: bool,
+    /// The producer-faster regime: the receiver reads every byte of each message.
+    inspect: bool,
 }
 
 impl CrossbeamPlan {
@@ -360,6 +365,8 @@ impl CrossbeamPlan {
             duration_ns: spec.u64("duration_ns")?,
             warmup_ns: spec.u64("warmup_ns")?,
             count_limit: spec.opt_u64("count"),
+            build: spec.opt_u64("build") == Some(1),
+            inspect: spec.opt_u64("inspect") == Some(1),
         })
     }
 
@@ -412,8 +419,12 @@ fn crossbeam_receiver<const N: usize>(
     let mut received = 0u64;
     let mut first: Option<(u64, u64)> = None;
     let mut last: Option<(u64, u64)> = None;
+    let mut fill = Fill::default();
     loop {
         link.recv(&mut buffer);
+        if plan.inspect {
+            inspect(&buffer);
+        }
         let word = word_of(&buffer);
         if word == STOP {
             break;
@@ -431,10 +442,11 @@ fn crossbeam_receiver<const N: usize>(
             if now >= measure_from {
                 first.get_or_insert((now, received));
                 last = Some((now, received));
+                fill.sample(link.rx.len() as u64, plan.capacity as u64);
             }
         }
     }
-    consumer_results(&histogram, received, first, last)
+    consumer_results(&histogram, received, first, last, fill)
 }
 
 /// The child's own thread: sends stamped messages (every one for ping-pong, timing
@@ -463,6 +475,9 @@ fn crossbeam_sender<const N: usize>(
         } else {
             0
         };
+        if plan.build {
+            build(&mut buffer, sent);
+        }
         stamp(&mut buffer, word);
         link.send(&buffer);
         if plan.pingpong() {

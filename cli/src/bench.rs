@@ -16,7 +16,7 @@ use crate::floors::{self, Reference};
 use crate::os::available_cpus;
 use crate::phase::{install_signal_handlers, Context, Progress};
 use crate::report::{merge_rate, merge_series, Facts, Measurements, Report, Series};
-use crate::settings::{Settings, Wait};
+use crate::settings::{Regime, Settings, Wait};
 use crate::transport::{Segments, Transport};
 use crate::units::{parse_duration, parse_rate};
 use crate::{latency, plot, throughput, wakeup};
@@ -106,6 +106,13 @@ pub struct BenchArgs {
     /// claim on the queue (1 to 256; the baselines still move one at a time).
     #[arg(long, default_value_t = 1)]
     pub batch: u64,
+    /// Throughput: which side to make the faster, so queues run near empty
+    /// (consumer-faster: producers also write every byte of each message) or near
+    /// full (producer-faster: consumers also read every byte); baselines do the same
+    /// work. Default: both sides only send and receive, whatever regime that gives.
+    /// The report shows each queue's measured fill.
+    #[arg(long, value_enum)]
+    pub regime: Option<Regime>,
     /// Throughput under a fixed offered load, e.g. 100k/s (total over producers);
     /// latency is measured from each message's intended send time.
     #[arg(long, value_parser = parse_rate)]
@@ -196,6 +203,12 @@ fn validate(args: &BenchArgs) -> Result<(), CliError> {
     if args.batch > 1 && (args.workload != Workload::Throughput || args.rate.is_some()) {
         return usage("--batch applies to --workload throughput without --rate".into());
     }
+    if args.regime.is_some() && (args.workload != Workload::Throughput || args.rate.is_some()) {
+        return usage(
+            "--regime applies to --workload throughput without --rate (a fixed rate sets the pace itself)"
+                .into(),
+        );
+    }
     Ok(())
 }
 
@@ -217,6 +230,7 @@ fn settings_of(args: &BenchArgs) -> Settings {
         spin_for: args.spin_for,
         yield_for: args.yield_for,
         batch: args.batch,
+        regime: args.regime,
     }
 }
 
@@ -255,8 +269,15 @@ fn placement(args: &BenchArgs, settings: &Settings, available: usize) -> (Vec<us
 fn header(args: &BenchArgs, ctx: &Context) -> String {
     let settings = &ctx.settings;
     let cpus = ctx.cpus();
+    let mut shape = String::new();
+    if settings.batch > 1 {
+        shape.push_str(&format!(", shmq batches of up to {}", settings.batch));
+    }
+    if let Some(regime) = settings.regime {
+        shape.push_str(&format!(", regime {}", regime.name()));
+    }
     format!(
-        "shmq bench: {} workload, {} B messages, capacity {}, wait {}{}, {}, {:.1} s per transport after {:.1} s warm-up",
+        "shmq bench: {} workload, {} B messages, capacity {}{shape}, wait {}{}, {}, {:.1} s per transport after {:.1} s warm-up",
         lower(args.workload),
         settings.size,
         settings.capacity,

@@ -105,6 +105,14 @@ impl Link {
         }
     }
 
+    /// Messages waiting in the queue this side receives from (shmq only).
+    pub fn len(&self) -> Option<u64> {
+        match self {
+            Link::Shmq { rx: Some(rx), .. } => Some(rx.len()),
+            _ => None,
+        }
+    }
+
     /// Sends `message` `count` times into the queue this side receives from (a
     /// consumer that took other consumers' STOPs in one batch hands them on).
     pub fn hand_on(&mut self, message: &[u8], count: usize) -> Result<(), CliError> {

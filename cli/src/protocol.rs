@@ -207,6 +207,81 @@ pub fn stamp(buffer: &mut [u8], word: u64) {
     buffer[..8].copy_from_slice(&word.to_le_bytes());
 }
 
+/// Fletcher-32 of `bytes` (sums of single bytes, reduced modulo 65535 after each
+/// 4 KiB): each step depends on the one before, so it costs about a cycle per byte
+/// whatever the compiler does.
+fn checksum(bytes: &[u8]) -> u32 {
+    let (mut a, mut b) = (0u64, 0u64);
+    for chunk in bytes.chunks(4096) {
+        for &byte in chunk {
+            a += u64::from(byte);
+            b += a;
+        }
+        a %= 65_535;
+        b %= 65_535;
+    }
+    ((b << 16) | a) as u32
+}
+
+/// The consumer-faster regime's extra work for producers, as a program building
+/// its message: writes every byte after the 8-byte stamp (a pattern of message
+/// number `n`) and checksums them.
+pub fn build(buffer: &mut [u8], n: u64) {
+    for (i, byte) in buffer.iter_mut().enumerate().skip(8) {
+        *byte = (n as u8) ^ (i as u8);
+    }
+    std::hint::black_box(checksum(&buffer[8..]));
+}
+
+/// The producer-faster regime's extra work for consumers, as a program checking
+/// its message: a checksum over every byte of `bytes` (kept from the optimiser).
+pub fn inspect(bytes: &[u8]) {
+    std::hint::black_box(checksum(std::hint::black_box(bytes)));
+}
+
+/// Running sum of a queue's fill (messages waiting ÷ capacity) sampled by a
+/// consumer, one sample per stamped message.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Fill {
+    sum: f64,
+    samples: u64,
+}
+
+impl Fill {
+    /// Adds a sample: `len` messages waiting in a queue of `capacity`.
+    pub fn sample(&mut self, len: u64, capacity: u64) {
+        if capacity > 0 {
+            self.sum += len as f64 / capacity as f64;
+            self.samples += 1;
+        }
+    }
+
+    /// The fields a consumer's results carry.
+    pub fn to_json(self) -> Value {
+        json!({ "sum": self.sum, "samples": self.samples })
+    }
+
+    /// Reads back [`Fill::to_json`] (absent or malformed: no samples).
+    pub fn from_json(value: Option<&Value>) -> Self {
+        let field = |key: &str| value.and_then(|v| v.get(key));
+        Self {
+            sum: field("sum").and_then(Value::as_f64).unwrap_or(0.0),
+            samples: field("samples").and_then(Value::as_u64).unwrap_or(0),
+        }
+    }
+
+    /// Adds another consumer's samples.
+    pub fn merge(&mut self, other: Fill) {
+        self.sum += other.sum;
+        self.samples += other.samples;
+    }
+
+    /// Mean fill (0 to 1), if any sample was taken.
+    pub fn mean(self) -> Option<f64> {
+        (self.samples > 0).then(|| self.sum / self.samples as f64)
+    }
+}
+
 /// The word in the first 8 bytes of `buffer`.
 pub fn word_of(buffer: &[u8]) -> u64 {
     let mut bytes = [0u8; 8];
@@ -244,6 +319,7 @@ pub fn consumer_results(
     received: u64,
     first: Option<(u64, u64)>,
     last: Option<(u64, u64)>,
+    fill: Fill,
 ) -> Value {
     let (first, last) = (first.unwrap_or((0, 0)), last.unwrap_or((0, 0)));
     json!({
@@ -252,6 +328,7 @@ pub fn consumer_results(
         "window_start_ns": first.0,
         "window_end_ns": last.0,
         "window_messages": last.1.saturating_sub(first.1),
+        "fill": fill.to_json(),
     })
 }
 
@@ -259,5 +336,44 @@ pub fn consumer_results(
 pub fn progress(control: &Control, count: u64) {
     if count % 4096 == 0 {
         control.word(Word::Progress).store(count, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fletcher-32 reduced after every byte, the textbook way.
+    fn reference(bytes: &[u8]) -> u32 {
+        let (mut a, mut b) = (0u32, 0u32);
+        for &byte in bytes {
+            a = (a + u32::from(byte)) % 65_535;
+            b = (b + a) % 65_535;
+        }
+        (b << 16) | a
+    }
+
+    #[test]
+    fn the_regime_checksum_is_fletcher_32_at_every_length() {
+        let bytes: Vec<u8> = (0..9000u32)
+            .map(|i| (i * 7 + i / 255) as u8 | 0x80)
+            .collect();
+        for len in [0, 1, 7, 64, 4095, 4096, 4097, 9000] {
+            assert_eq!(
+                checksum(&bytes[..len]),
+                reference(&bytes[..len]),
+                "len {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn build_writes_every_byte_after_the_stamp_and_differs_per_message() {
+        let mut one = [0xAAu8; 64];
+        let mut two = [0xAAu8; 64];
+        build(&mut one, 1);
+        build(&mut two, 2);
+        assert_eq!(&one[..8], &[0xAA; 8], "the stamp is left alone");
+        assert!(one[8..].iter().zip(&two[8..]).all(|(a, b)| a != b));
     }
 }

@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
 use crate::histogram::new_histogram;
+use crate::protocol::Fill;
 use crate::units::{fmt_ns, fmt_rate};
 
 /// A measured latency distribution with its label.
@@ -35,6 +36,8 @@ pub struct Rate {
     pub messages: u64,
     /// Send→receive latency of the sampled messages.
     pub latency: Series,
+    /// The queue's fill as its consumers saw it (no samples for kernel channels).
+    pub fill: Fill,
 }
 
 /// One value per round for each label, in the order labels first appeared.
@@ -104,6 +107,7 @@ pub fn merge_rate(all: &mut Vec<Rate>, rate: Rate, rounds: u32) {
         Some(existing) => {
             existing.messages_per_s += rate.messages_per_s / f64::from(rounds);
             existing.messages += rate.messages;
+            existing.fill.merge(rate.fill);
             let _ = existing.latency.histogram.add(&rate.latency.histogram);
         }
         None => all.push(Rate {
@@ -233,6 +237,7 @@ impl Report {
                 "messages_per_s": r.messages_per_s,
                 "bytes_per_s": r.messages_per_s * facts.size as f64,
                 "messages": r.messages,
+                "mean_fill": r.fill.mean(),
             })).collect::<Vec<_>>(),
         })
     }
@@ -305,13 +310,13 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<24} {:>14} {:>14} {:>12} {:>10}",
-            "transport", "messages", "bytes", "measured", "shmq ×"
+            "{:<24} {:>14} {:>14} {:>12} {:>10} {:>11}",
+            "transport", "messages", "bytes", "measured", "shmq ×", "queue fill"
         );
         for r in &self.rates {
             let _ = writeln!(
                 out,
-                "{:<24} {:>14} {:>14} {:>12} {:>10}",
+                "{:<24} {:>14} {:>14} {:>12} {:>10} {:>11}",
                 r.label,
                 fmt_rate(r.messages_per_s, "msg"),
                 fmt_rate(r.messages_per_s * facts.size as f64, "B"),
@@ -320,9 +325,16 @@ impl Report {
                     format!("{:.2}", shmq_rate / r.messages_per_s)
                 } else {
                     "-".to_owned()
-                }
+                },
+                r.fill
+                    .mean()
+                    .map_or("-".to_owned(), |f| format!("{:.0}%", f * 100.0)),
             );
         }
+        let _ = writeln!(
+            out,
+            "queue fill: mean messages waiting ÷ capacity, sampled by consumers (near 0%: consumers keep up; near 100%: producers wait for room)"
+        );
         if let Some(rate) = facts.rate {
             let _ = writeln!(
                 out,

@@ -22,6 +22,31 @@ pub enum Wait {
     Futex,
 }
 
+/// Which side of a throughput run is the faster one, so the queue runs near empty
+/// or near full. The other side does a little more per message (it touches every
+/// byte of the message: the producer writes it, the consumer reads it), as real
+/// programs do; every transport's run does the same work, and the report shows
+/// how full each queue really was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Regime {
+    /// The queue runs near empty: each producer writes every byte of every message
+    /// it sends, consumers do nothing but receive.
+    ConsumerFaster,
+    /// The queue runs near full: each consumer reads every byte of every message it
+    /// receives, producers do nothing but send.
+    ProducerFaster,
+}
+
+impl Regime {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Regime::ConsumerFaster => "consumer-faster",
+            Regime::ProducerFaster => "producer-faster",
+        }
+    }
+}
+
 /// The settings every phase of a run shares.
 #[derive(Clone, Copy, Debug)]
 pub struct Settings {
@@ -49,6 +74,9 @@ pub struct Settings {
     pub yield_for: Duration,
     /// Throughput: messages per shmq claim (1: single sends and receives).
     pub batch: u64,
+    /// Throughput: which side is made the faster (`None`: neither side does more
+    /// than send or receive).
+    pub regime: Option<Regime>,
 }
 
 impl Settings {

@@ -20,11 +20,11 @@ use crate::link::Link;
 use crate::os::now_ns;
 use crate::phase::{AfterProducers, ChildPlan, Context, Phase};
 use crate::protocol::{
-    consumer_results, nanos, progress, schedule, stamp, word_of, Role, Schedule, Side, Spec,
-    ONE_WAY, SAMPLE_EVERY, STOP,
+    build, consumer_results, inspect, nanos, progress, schedule, stamp, word_of, Fill, Role,
+    Schedule, Side, Spec, ONE_WAY, SAMPLE_EVERY, STOP,
 };
 use crate::report::{Rate, Series};
-use crate::settings::Settings;
+use crate::settings::{Regime, Settings};
 use crate::transport::{wire, Direction, Segments, Transport};
 
 /// Messages per second from `transport` (shmq with the configured producers and
@@ -101,6 +101,11 @@ fn spec_for(settings: &Settings, producers: u64) -> Value {
     if let Some(rate) = settings.rate {
         spec["interval_ns"] = json!(((1e9 * producers as f64) / rate).max(1.0) as u64);
     }
+    match settings.regime {
+        Some(Regime::ConsumerFaster) => spec["build"] = json!(1),
+        Some(Regime::ProducerFaster) => spec["inspect"] = json!(1),
+        None => {}
+    }
     spec
 }
 
@@ -175,7 +180,9 @@ fn rate_from(label: &str, consumers: &[Value], latency_label: String) -> Result<
     let mut start = u64::MAX;
     let mut end = 0u64;
     let mut histogram = new_histogram();
+    let mut fill = Fill::default();
     for c in consumers {
+        fill.merge(Fill::from_json(c.get("fill")));
         let field = |key: &str| c.get(key).and_then(Value::as_u64).unwrap_or(0);
         messages += field("window_messages");
         let s = field("window_start_ns");
@@ -204,6 +211,7 @@ fn rate_from(label: &str, consumers: &[Value], latency_label: String) -> Result<
             label: latency_label,
             histogram,
         },
+        fill,
     })
 }
 
@@ -215,10 +223,21 @@ pub fn producer(spec: &Spec, control: &Control, link: &mut Link) -> Result<Value
     let count_limit = spec.opt_u64("count");
     let interval_ns = spec.opt_u64("interval_ns");
     let mut buffer = vec![0u8; size];
+    let build = spec.opt_u64("build") == Some(1);
     let plan = schedule(spec, control.ready_and_wait())?;
     let sent = match spec.opt_u64("batch").unwrap_or(1) as usize {
-        batch if batch > 1 => produce_batches(link, control, &plan, size, count_limit, batch)?,
-        _ => produce_singles(link, control, &plan, &mut buffer, count_limit, interval_ns)?,
+        batch if batch > 1 => {
+            produce_batches(link, control, &plan, size, count_limit, batch, build)?
+        }
+        _ => produce_singles(
+            link,
+            control,
+            &plan,
+            &mut buffer,
+            count_limit,
+            interval_ns,
+            build,
+        )?,
     };
     let end = now_ns();
     if spec.opt_u64("send_stop").unwrap_or(0) == 1 {
@@ -239,6 +258,7 @@ fn produce_singles(
     buffer: &mut [u8],
     count_limit: Option<u64>,
     interval_ns: Option<u64>,
+    build_each: bool,
 ) -> Result<u64, CliError> {
     let timed = count_limit.is_none();
     let mut sent = 0u64;
@@ -264,6 +284,9 @@ fn produce_singles(
             }
             None => 0,
         };
+        if build_each {
+            build(buffer, sent);
+        }
         stamp(buffer, word);
         link.send(buffer)?;
         sent += 1;
@@ -281,6 +304,7 @@ fn produce_batches(
     size: usize,
     count_limit: Option<u64>,
     batch: usize,
+    build_each: bool,
 ) -> Result<u64, CliError> {
     let mut buffers = vec![vec![0u8; size]; batch];
     let mut sent = 0u64;
@@ -299,6 +323,9 @@ fn produce_batches(
             } else {
                 0
             };
+            if build_each {
+                build(buffer, sent + i as u64);
+            }
             stamp(buffer, word);
         }
         link.send_batch(&buffers[..n as usize])?;
@@ -329,20 +356,30 @@ pub fn consumer(spec: &Spec, control: &Control, link: &mut Link) -> Result<Value
     let mut buffer = vec![0u8; size];
     let plan = schedule(spec, control.ready_and_wait())?;
     let batch = spec.opt_u64("batch").unwrap_or(1) as usize;
+    let inspect_each = spec.opt_u64("inspect") == Some(1);
+    let capacity = spec.u64("capacity")?;
     let mut tally = Tally {
         histogram: new_histogram(),
         received: 0,
         first: None,
         last: None,
         measure_from: plan.measure_from,
+        fill_due: false,
+        fill: Fill::default(),
     };
     loop {
         if batch > 1 {
             let mut stops = 0;
-            let taken = link.recv_batch(batch, |message| match word_of(message) {
-                STOP => stops += 1,
-                word => tally.count(word),
+            let taken = link.recv_batch(batch, |message| {
+                if inspect_each {
+                    inspect(message);
+                }
+                match word_of(message) {
+                    STOP => stops += 1,
+                    word => tally.count(word),
+                }
             })?;
+            tally.sample_fill(link, capacity);
             if taken == 0 && control.stopping() {
                 break;
             }
@@ -358,10 +395,14 @@ pub fn consumer(spec: &Spec, control: &Control, link: &mut Link) -> Result<Value
                 None if control.stopping() => break,
                 None => continue,
             }
+            if inspect_each {
+                inspect(&buffer);
+            }
             match word_of(&buffer) {
                 STOP => break,
                 word => tally.count(word),
             }
+            tally.sample_fill(link, capacity);
         }
         progress(control, tally.received);
     }
@@ -370,6 +411,7 @@ pub fn consumer(spec: &Spec, control: &Control, link: &mut Link) -> Result<Value
         tally.received,
         tally.first,
         tally.last,
+        tally.fill,
     ))
 }
 
@@ -382,6 +424,10 @@ struct Tally {
     first: Option<(u64, u64)>,
     last: Option<(u64, u64)>,
     measure_from: u64,
+    /// A stamped message arrived since the last fill sample.
+    fill_due: bool,
+    /// The queue's fill, sampled after receiving a stamped message in the window.
+    fill: Fill,
 }
 
 impl Tally {
@@ -400,6 +446,17 @@ impl Tally {
         if now >= self.measure_from {
             self.first.get_or_insert((now, self.received));
             self.last = Some((now, self.received));
+            self.fill_due = true;
+        }
+    }
+
+    /// Samples the queue's fill if a stamped message in the window came since the
+    /// last sample (one in [`SAMPLE_EVERY`] messages: a load of two cursors).
+    fn sample_fill(&mut self, link: &Link, capacity: u64) {
+        if std::mem::take(&mut self.fill_due) {
+            if let Some(len) = link.len() {
+                self.fill.sample(len, capacity);
+            }
         }
     }
 }
