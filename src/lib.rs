@@ -129,7 +129,7 @@ pub use handle::{AbandonError, Delivery, Queue};
 pub use options::Options;
 pub use typed::MessageType;
 #[cfg(all(not(loom), feature = "zerocopy"))]
-pub use typed::TypedQueue;
+pub use typed::{TypedAbandonError, TypedDelivery, TypedQueue};
 #[cfg(not(loom))]
 pub use wait::WaitStrategy;
 

@@ -121,7 +121,11 @@ fn cut(text: &str, max: usize) -> &str {
 }
 
 #[cfg(feature = "zerocopy")]
+pub use delivery::{TypedAbandonError, TypedDelivery};
+#[cfg(feature = "zerocopy")]
 pub use queue::TypedQueue;
 
+#[cfg(feature = "zerocopy")]
+mod delivery;
 #[cfg(feature = "zerocopy")]
 mod queue;

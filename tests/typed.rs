@@ -10,7 +10,7 @@ use std::process::Child;
 use std::time::Duration;
 
 use common::{unique, UnlinkOnDrop};
-use shmq::{Error, MessageType, Options, Queue, TryRecvError, TypedQueue};
+use shmq::{Error, MessageType, Options, Queue, RecvError, TryRecvError, TypedQueue};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 const ROLE: &str = "SHMQ_TYPED_ROLE";
@@ -132,6 +132,12 @@ fn child_role() -> bool {
                 .try_recv_with(|_| common::say_and_wait_forever("INSIDE"))
                 .unwrap();
         }
+        "hold-guard" => {
+            let mut queue = queue;
+            let held = queue.try_receive().unwrap();
+            assert_eq!(held.deliveries(), 1);
+            common::say_and_wait_forever("HOLDING");
+        }
         other => panic!("unknown role {other}"),
     }
     true
@@ -199,4 +205,59 @@ fn a_typed_consumer_killed_holding_a_value_has_it_delivered_again() {
         queue.recv_timeout(Duration::from_secs(5)).unwrap(),
         tick(7, 42)
     );
+}
+
+#[test]
+fn a_typed_delivery_derefs_to_the_value_counts_deliveries_and_can_be_abandoned() {
+    let name = unique("typed-guard");
+    let _unlink = UnlinkOnDrop(&name);
+    let mut queue = TypedQueue::<Tick>::create(&name, &Options::new(8, 0), 1).unwrap();
+    assert_eq!(queue.try_receive().unwrap_err(), TryRecvError::Empty);
+    queue.send(&tick(1, 10)).unwrap();
+    queue.send(&tick(1, 11)).unwrap();
+    let first = queue.receive().unwrap();
+    assert_eq!((*first, first.deliveries()), (tick(1, 10), 1));
+    assert!(!first.is_redelivery());
+    first.abandon().unwrap();
+    // The next receive takes the second value, then (once a sweep took the
+    // abandoned one over) the first again, counted.
+    assert_eq!(*queue.receive().unwrap(), tick(1, 11));
+    let again = queue.receive_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!((*again, again.deliveries()), (tick(1, 10), 2));
+    assert!(again.is_redelivery());
+    drop(again);
+    assert_eq!(
+        queue
+            .receive_deadline(std::time::Instant::now() + Duration::from_millis(20))
+            .unwrap_err(),
+        RecvError::Timeout
+    );
+    // A message of another size is consumed and reported.
+    queue.as_queue().send(b"short").unwrap();
+    assert_eq!(
+        queue.try_receive().unwrap_err(),
+        TryRecvError::WrongSize {
+            len: 5,
+            expected: std::mem::size_of::<Tick>()
+        }
+    );
+    assert_eq!(queue.try_receive().unwrap_err(), TryRecvError::Empty);
+}
+
+#[test]
+fn a_typed_consumer_killed_holding_a_delivery_has_it_delivered_again_counted() {
+    const TEST: &str = "a_typed_consumer_killed_holding_a_delivery_has_it_delivered_again_counted";
+    if child_role() {
+        return;
+    }
+    let name = unique("typed-kill-guard");
+    let _unlink = UnlinkOnDrop(&name);
+    let mut queue = TypedQueue::<Tick>::create(&name, &Options::new(8, 0), 1).unwrap();
+    queue.send(&tick(3, 99)).unwrap();
+    let mut holder = spawn(TEST, &format!("hold-guard:{name}"));
+    common::wait_for_line(&mut holder, "HOLDING");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let again = queue.receive_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!((*again, again.deliveries()), (tick(3, 99), 2));
 }

@@ -255,7 +255,7 @@ impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> TypedQueue<T> {
 }
 
 /// A message whose length is not the type's size (sent by an untyped handle).
-struct WrongSize {
+pub(super) struct WrongSize {
     len: usize,
     expected: usize,
 }
@@ -275,6 +275,19 @@ impl From<WrongSize> for RecvError {
             len: e.len,
             expected: e.expected,
         }
+    }
+}
+
+/// Whether `bytes` holds exactly one `T` (by size: slot payloads are aligned for
+/// any `T` a typed queue accepts).
+pub(super) fn size_check<T>(bytes: &[u8]) -> Result<(), WrongSize> {
+    if bytes.len() == std::mem::size_of::<T>() {
+        Ok(())
+    } else {
+        Err(WrongSize {
+            len: bytes.len(),
+            expected: std::mem::size_of::<T>(),
+        })
     }
 }
 
