@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::recv::blocking_recv_error;
+use super::recv::Tried;
 use super::{blocking_send_error, Queue};
 use crate::error::{RecvError, SendError, TryRecvError, TrySendError};
 use crate::ring::Direction;
@@ -165,35 +165,19 @@ impl Queue {
         f: impl FnMut(&[u8]),
     ) -> Result<usize, RecvError> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let mut waiter = Waiter::new(self.wait_strategy(), deadline);
-        let mut f = self.holding_each(f);
-        loop {
-            let received = self.ring.try_recv_batch_with(max, &mut f);
-            if self.lost() {
-                return Err(RecvError::Truncated);
-            }
-            match received {
-                Ok(0) if max > 0 => {}
-                Ok(n) => return Ok(n),
-                Err(e) => return Err(blocking_recv_error(e)),
-            }
-            if waiter.due_for_sweep(&self.ring, &self.schedule) {
-                match self.take_redelivery() {
-                    Ok(message) => {
-                        message.read(&mut f);
-                        return Ok(1);
-                    }
-                    Err(TryRecvError::Empty) => {}
-                    Err(e) => return Err(blocking_recv_error(e)),
-                }
-                if self.orphaned() {
-                    return Err(RecvError::Orphaned);
-                }
-            }
-            if waiter.wait(&self.ring, &self.schedule, Direction::NotEmpty) == Wait::TimedOut {
-                return Err(RecvError::Timeout);
-            }
-        }
+        self.wait_for_message(
+            deadline,
+            self.holding_each(f),
+            |mut f| match self.ring.try_recv_batch_with(max, &mut f) {
+                Ok(0) if max > 0 => Tried::Empty(f),
+                Ok(n) => Tried::Got(n),
+                Err(e) => Tried::Failed(e),
+            },
+            |mut f, message| {
+                message.read(&mut f);
+                1
+            },
+        )
     }
 
     /// Dequeues up to `max` messages (at most 256) with one claim, into owned

@@ -6,15 +6,14 @@
 use std::ops::Deref;
 use std::time::{Duration, Instant};
 
-use super::recv::blocking_recv_error;
+use super::recv::Tried;
 use super::{Message, Queue};
 use crate::access::Access;
 use crate::error::{Error, RecvError, TryRecvError};
 use crate::options::Options;
 use crate::platform;
-use crate::ring::{Direction, RingMemory};
+use crate::ring::RingMemory;
 use crate::sync::Ordering;
-use crate::wait::{Wait, Waiter};
 
 /// A received message, still in its slot: the bytes are read in place (`Deref` to
 /// `[u8]`). Dropping it acknowledges the message (the slot goes back to producers);
@@ -188,29 +187,16 @@ impl Queue {
         // Every step below needs only a shared borrow; the exclusive one taken by
         // the signature keeps a second receive out while the delivery lives.
         let this = &*self;
-        let mut waiter = Waiter::new(this.wait_strategy(), deadline);
-        loop {
-            let received = this.ring.try_recv_message();
-            if this.lost() {
-                return Err(RecvError::Truncated);
-            }
-            if let Some(message) = received.map_err(blocking_recv_error)? {
-                return Ok(Delivery::new(message));
-            }
-            if waiter.due_for_sweep(&this.ring, &this.schedule) {
-                match this.take_redelivery() {
-                    Ok(message) => return Ok(Delivery::new(message)),
-                    Err(TryRecvError::Empty) => {}
-                    Err(e) => return Err(blocking_recv_error(e)),
-                }
-                if this.orphaned() {
-                    return Err(RecvError::Orphaned);
-                }
-            }
-            if waiter.wait(&this.ring, &this.schedule, Direction::NotEmpty) == Wait::TimedOut {
-                return Err(RecvError::Timeout);
-            }
-        }
+        this.wait_for_message(
+            deadline,
+            (),
+            |()| match this.ring.try_recv_message() {
+                Ok(Some(message)) => Tried::Got(Delivery::new(message)),
+                Ok(None) => Tried::Empty(()),
+                Err(e) => Tried::Failed(e),
+            },
+            |(), message| Delivery::new(message),
+        )
     }
 }
 

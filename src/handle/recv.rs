@@ -269,21 +269,44 @@ impl Queue {
         deadline: Option<Instant>,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R, RecvError> {
+        self.wait_for_message(
+            deadline,
+            self.holding(f),
+            |f| match self.ring.try_recv_with(f) {
+                Ok(r) => Tried::Got(r),
+                Err(Unread::Empty(f)) => Tried::Empty(f),
+                Err(Unread::Failed(e)) => Tried::Failed(e),
+            },
+            |f, message| message.read(f),
+        )
+    }
+
+    /// The loop every waiting receive runs: `attempt` tries once with `state` (a
+    /// reader, or nothing), handing it back when the queue is empty; now and then a
+    /// sweep may take over a dead consumer's message instead, which `redelivered`
+    /// turns into the result; between tries, the segment's name is checked now and
+    /// then and the waiter spins, yields or sleeps per the strategy.
+    pub(super) fn wait_for_message<'q, S, R>(
+        &'q self,
+        deadline: Option<Instant>,
+        mut state: S,
+        mut attempt: impl FnMut(S) -> Tried<S, R>,
+        redelivered: impl FnOnce(S, Message<'q>) -> R,
+    ) -> Result<R, RecvError> {
         let mut waiter = Waiter::new(self.wait_strategy(), deadline);
-        let mut f = self.holding(f);
         loop {
-            let received = self.ring.try_recv_with(f);
+            let tried = attempt(state);
             if self.lost() {
                 return Err(RecvError::Truncated);
             }
-            f = match received {
-                Ok(r) => return Ok(r),
-                Err(Unread::Empty(f)) => f,
-                Err(Unread::Failed(e)) => return Err(blocking_recv_error(e)),
+            state = match tried {
+                Tried::Got(r) => return Ok(r),
+                Tried::Empty(state) => state,
+                Tried::Failed(e) => return Err(blocking_recv_error(e)),
             };
             if waiter.due_for_sweep(&self.ring, &self.schedule) {
                 match self.take_redelivery() {
-                    Ok(message) => return Ok(message.read(f)),
+                    Ok(message) => return Ok(redelivered(state, message)),
                     Err(TryRecvError::Empty) => {}
                     Err(e) => return Err(blocking_recv_error(e)),
                 }
@@ -381,4 +404,14 @@ fn copy_into(buffer: &mut [u8], bytes: &[u8]) -> usize {
 /// blocking receive waits that out).
 pub(super) fn blocking_recv_error(e: TryRecvError) -> RecvError {
     RecvError::try_from(e).unwrap_or(RecvError::Timeout)
+}
+
+/// One try of a waiting receive (see [`Queue::wait_for_message`]).
+pub(super) enum Tried<S, R> {
+    /// A message was received.
+    Got(R),
+    /// The queue was empty: the state comes back for the next try.
+    Empty(S),
+    /// The receive failed.
+    Failed(TryRecvError),
 }
