@@ -99,6 +99,36 @@ pub(crate) struct SweepSchedule {
 /// segment (a system call).
 const NAME_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
+/// A producer spinning on a full ring waits for this many free slots (at most an
+/// eighth of the ring) before trying again.
+const ROOM_RUN: u64 = 32;
+
+/// Polls of [`Ring::has_room`] per spinning wait step, at most (a few µs), before
+/// the step ends and the caller tries its send again. Also how many such extra
+/// polls may pass between two clock reads of a spinning waiter.
+const ROOM_POLLS: u32 = 256;
+
+/// One spinning wait step. A consumer spins once. A producer on a full ring
+/// spins until a run of slots is free: polling the one slot it needs would pull
+/// that slot's line away from the consumer reading it, every message (measured:
+/// the producer-faster regime of `shmq bench --workload throughput`); polling a
+/// slot a run further on leaves the consumer alone until the run is free, and the
+/// producer then fills it back to back. Returns the spins beyond the first.
+fn spin<M: RingMemory, P: Platform>(ring: &Ring<M, P>, direction: Direction) -> u32 {
+    let run = (ring.capacity() / 8).min(ROOM_RUN);
+    if direction == Direction::NotEmpty || run <= 1 {
+        crate::sync::spin_hint();
+        return 0;
+    }
+    for spins in 0..ROOM_POLLS {
+        if ring.has_room(run) {
+            return spins.saturating_sub(1);
+        }
+        crate::sync::spin_hint();
+    }
+    ROOM_POLLS - 1
+}
+
 impl SweepSchedule {
     pub(crate) fn new() -> Self {
         Self {
@@ -166,6 +196,9 @@ pub(crate) struct Waiter {
     deadline: Option<Instant>,
     started: Option<Instant>,
     polls: u32,
+    /// Extra spins since the last clock read (a producer waiting for room spins
+    /// many times per step): the clock is read once they reach [`ROOM_POLLS`] too.
+    spun: u32,
     /// Start of the current stretch in which the other side's claim is pending.
     pending_since: Option<Instant>,
     /// A sweep found the slot held by a dead consumer: sleep rather than spin.
@@ -189,6 +222,7 @@ impl Waiter {
             deadline,
             started: None,
             polls: 0,
+            spun: 0,
             pending_since: None,
             blocked_on_dead: false,
             spin_over: false,
@@ -244,7 +278,10 @@ impl Waiter {
             WaitStrategy::Spin => self.polls % 256 == 0,
             WaitStrategy::Hybrid { .. } if !self.spin_over => self.polls % 16 == 1,
             _ => true,
-        };
+        } || self.spun >= ROOM_POLLS;
+        if check {
+            self.spun = 0;
+        }
         check.then(Instant::now)
     }
 
@@ -281,7 +318,7 @@ impl Waiter {
         }
         let started = *self.started.get_or_insert_with(Instant::now);
         let Some(step) = self.phase(now, started) else {
-            crate::sync::spin_hint();
+            self.spun += spin(ring, direction);
             return Wait::Again;
         };
         let stalled = match now {
@@ -310,13 +347,15 @@ impl Waiter {
     }
 
     fn poll_or_park<M: RingMemory, P: Platform>(
-        &self,
+        &mut self,
         ring: &Ring<M, P>,
         direction: Direction,
         step: Step,
     ) {
         match step {
-            Step::Poll if self.strategy == WaitStrategy::Spin => crate::sync::spin_hint(),
+            Step::Poll if self.strategy == WaitStrategy::Spin => {
+                self.spun += spin(ring, direction);
+            }
             Step::Poll => crate::sync::yield_now(),
             Step::Park => {
                 // A full slice, unless some claim is outstanding (a peer

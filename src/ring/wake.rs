@@ -50,6 +50,24 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         }
     }
 
+    /// Producers: whether `run` slots from the enqueue cursor on are free, judged
+    /// by the last of them (consumers release in order, near enough: a hint).
+    /// Reads only that slot's line and the cursor, so a producer waiting on a full
+    /// ring can poll it without touching the slot a consumer is reading.
+    pub fn has_room(&self, run: u64) -> bool {
+        // Relaxed, both: a hint for when to try again; the claim step's own
+        // Acquire load decides whether a slot is free.
+        let tail = self
+            .memory
+            .shared()
+            .enqueue_pos
+            .value
+            .load(Ordering::Relaxed);
+        let last = pos_add(tail, run.saturating_sub(1));
+        let (_, slot) = self.slot_at(last);
+        pos_diff(slot.sequence.load(Ordering::Relaxed), last) >= 0
+    }
+
     /// Whether a wait in `direction` would sleep now (see [`Readiness`]).
     pub fn readiness(&self, direction: Direction) -> Readiness {
         let shared = self.memory.shared();
