@@ -271,7 +271,7 @@ impl Queue {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn len(&self) -> u64 {
-        self.ring.len()
+        self.ring.occupancy()
     }
 
     /// Whether [`Queue::len`] is 0 (a snapshot, likewise).

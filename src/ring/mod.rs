@@ -403,7 +403,7 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
     /// Positions producers have claimed and consumers have not, clamped to
     /// `0..=capacity`: messages waiting plus sends under way. A snapshot, stale as
     /// soon as it is read.
-    pub fn len(&self) -> u64 {
+    pub fn occupancy(&self) -> u64 {
         let shared = self.memory.shared();
         // Relaxed, both: a snapshot that nothing is read on the strength of. The head
         // is read first: both cursors only move forward, so a stale head can only
