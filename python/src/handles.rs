@@ -130,6 +130,20 @@ pub(crate) struct Lent {
     generation: u64,
 }
 
+impl Lent {
+    /// The handle, at an address that stays put while this `Lent` lives (it is
+    /// boxed), for a receive guard kept beside it (see `view`).
+    pub(crate) fn handle_ptr(&mut self) -> *mut shmq::Queue {
+        &mut **self.handle
+    }
+
+    /// Whether this handle was lent before a fork, in an ancestor process: neither
+    /// it nor a message it holds is this process's to touch.
+    pub(crate) fn inherited(&self) -> bool {
+        self.generation != generation()
+    }
+}
+
 impl std::ops::Deref for Lent {
     type Target = shmq::Queue;
     fn deref(&self) -> &shmq::Queue {
@@ -141,7 +155,7 @@ impl Drop for Lent {
     fn drop(&mut self) {
         // SAFETY: `handle` is taken exactly once, here, and not used afterwards.
         let handle = unsafe { ManuallyDrop::take(&mut self.handle) };
-        if self.generation != generation() {
+        if self.inherited() {
             // Lent in a parent before a fork: the parent's record, not ours to touch.
             std::mem::forget(handle);
             return;

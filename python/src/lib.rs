@@ -3,7 +3,7 @@
 //! process. The Python package around this module is `shmq/` beside it.
 //!
 //! One module per concern: `queue` the Python class, `handles` the library handles
-//! behind it (threads, fork), `codec` pickling and building Python objects from a
+//! behind it (threads, fork), `view` zero-copy receives, `codec` pickling and building Python objects from a
 //! slot's bytes, `view` zero-copy receives, `wait` waiting in slices, `errors` the
 //! exceptions.
 
@@ -16,12 +16,14 @@ mod codec;
 mod errors;
 mod handles;
 mod queue;
+mod view;
 mod wait;
 
 /// The extension module `shmq._shmq`.
 #[pymodule]
 fn _shmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<queue::Queue>()?;
+    m.add_class::<view::HeldView>()?;
     m.add_function(wrap_pyfunction!(queue::unlink, m)?)?;
     m.add_function(wrap_pyfunction!(queue::unlink_private_segments, m)?)?;
     m.add_function(wrap_pyfunction!(queue::rebuild, m)?)?;

@@ -10,6 +10,7 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 use crate::codec::{self, Codec, LARGE};
 use crate::errors::{self, Kind};
 use crate::handles::{Handles, Lent};
+use crate::view::{self, HeldView};
 use crate::wait::{expired, slice_end, Patience};
 
 /// Default capacity of a new queue (messages).
@@ -419,6 +420,35 @@ impl Queue {
             .map(|m| self.codec.decode(py, m.as_bytes()))
             .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, objects)
+    }
+
+    /// Receives the next message without copying it: use as ``with q.get_view() as
+    /// view:``, where ``view`` is a read-only memoryview of the message in shared
+    /// memory. The message is acknowledged when the block ends, or given back for
+    /// another delivery if the block raises (a process killed inside the block has
+    /// its message delivered to another consumer). The view is released when the
+    /// block ends: copy what you keep (``bytes(view)``). Views made from it (slices,
+    /// NumPy arrays) keep the message held until they are released. Waits as `get`.
+    #[pyo3(signature = (block=true, timeout=None))]
+    fn get_view(&self, py: Python<'_>, block: bool, timeout: Option<f64>) -> PyResult<HeldView> {
+        let patience = Patience::from_args(block, timeout)?;
+        view::receive(py, self.lend()?, patience)
+    }
+
+    /// Receives the next message without copying it and returns
+    /// ``callback(view)``, ``view`` being a read-only memoryview of the message valid
+    /// during the call. The message is acknowledged when the callback returns, or
+    /// given back for another delivery if it raises. Waits as `get`.
+    #[pyo3(signature = (callback, block=true, timeout=None))]
+    fn get_with(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        block: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
+        let patience = Patience::from_args(block, timeout)?;
+        view::receive(py, self.lend()?, patience)?.run(py, callback)
     }
 
     /// Approximate number of messages in the queue (others may be sending and
