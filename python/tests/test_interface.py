@@ -189,3 +189,23 @@ def test_queue_pickles_by_name():
     q.put("across")
     assert copy.get() == "across"
     assert "shmq.Queue(name=" in repr(copy)
+
+
+def test_type_stubs_describe_every_public_method():
+    import ast
+    import pathlib
+
+    stub = pathlib.Path(shmq.__file__).with_name("_shmq.pyi")
+    assert pathlib.Path(shmq.__file__).with_name("py.typed").exists()
+    classes = {
+        node.name: {item.name for item in node.body if isinstance(item, ast.FunctionDef)}
+        for node in ast.parse(stub.read_text()).body
+        if isinstance(node, ast.ClassDef)
+    }
+    for cls in (shmq.Queue, shmq.HeldView):
+        public = {n for n in dir(cls) if not n.startswith("_")} | {"__enter__", "__exit__"} & set(dir(cls))
+        missing = public - classes[cls.__name__]
+        assert not missing, f"{cls.__name__} methods without stubs: {missing}"
+        for method in public:
+            if not method.startswith("_"):
+                assert getattr(cls, method).__doc__, f"{cls.__name__}.{method} has no docstring"
