@@ -25,6 +25,14 @@ def name():
             pass
 
 
+@pytest.fixture(autouse=True)
+def private_segments_removed_after_each_test():
+    """Private queues live until their creating process exits; one test run makes many,
+    so remove the ones each test made when it ends (as exiting would)."""
+    yield
+    shmq._unlink_private_segments()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_segments_left_behind():
     yield
