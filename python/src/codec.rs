@@ -50,8 +50,12 @@ impl Codec {
         match &self.loads {
             // A user's function may keep what it is given: give it its own bytes.
             Some(loads) => Ok(loads.bind(py).call1((new_bytes(py, message),))?.unbind()),
-            // pickle.loads copies what it keeps out of its argument, so it can read
-            // the slot itself.
+            // A small message is copied into `bytes` (cheaper than making and
+            // releasing a view); a large one is read in place: pickle.loads copies
+            // what it keeps out of its argument.
+            None if message.len() < LARGE => Ok(pickle(py, "loads")?
+                .call1((PyBytes::new(py, message),))?
+                .unbind()),
             None => with_memoryview(py, message, |view| {
                 Ok(pickle(py, "loads")?.call1((view,))?.unbind())
             }),
@@ -111,7 +115,7 @@ pub(crate) fn with_memoryview<R>(
     // SAFETY: `raw` is a new reference or null with an exception set.
     let view = unsafe { Bound::from_owned_ptr_or_err(py, raw)? };
     let result = f(&view);
-    let released = view.call_method0("release");
+    let released = view.call_method0(pyo3::intern!(py, "release"));
     let value = result?;
     released?;
     Ok(value)

@@ -372,7 +372,7 @@ impl HeldView {
         if let Some(view) = self.view.take() {
             // Fails (BufferError) only while something still holds a buffer of
             // the view itself: then that buffer keeps the message until released.
-            if let Err(e) = view.bind(py).call_method0("release") {
+            if let Err(e) = view.bind(py).call_method0(pyo3::intern!(py, "release")) {
                 if !e.is_instance_of::<PyBufferError>(py) {
                     return Err(e);
                 }
