@@ -399,7 +399,9 @@ impl Queue {
     }
 
     /// Removes and returns a list of up to `max_messages` objects: waits (as `get`
-    /// does) for the first, then takes whatever else is already there.
+    /// does) for the first, then takes whatever else is already there. The messages
+    /// are taken before they are unpickled: if unpickling one raises, the error is
+    /// raised and the messages taken with it are gone.
     #[pyo3(signature = (max_messages=BATCH, block=true, timeout=None))]
     fn get_many<'py>(
         &self,

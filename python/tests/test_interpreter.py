@@ -54,8 +54,8 @@ def test_threads_sharing_a_queue_each_get_distinct_messages():
     assert sorted(sum(results, [])) == list(range(2000))
 
 
-@pytest.mark.parametrize("call", ["get", "put", "get_many"])
-def test_ctrl_c_interrupts_a_blocked_call_within_a_tenth_of_a_second(call):
+def interrupt_delay(call):
+    """Seconds from SIGINT to KeyboardInterrupt out of a call blocked for up to 5 s."""
     q = shmq.Queue(capacity=2)
     if call == "put":
         q.put(1)
@@ -75,8 +75,19 @@ def test_ctrl_c_interrupts_a_blocked_call_within_a_tenth_of_a_second(call):
             q.put(3, timeout=5)
         else:
             q.get_many(timeout=5)
-    delay = time.monotonic() - sent_at[0]
-    assert delay < 0.15, f"KeyboardInterrupt took {delay * 1000:.0f} ms"
+    return time.monotonic() - sent_at[0]
+
+
+@pytest.mark.parametrize("call", ["get", "put", "get_many"])
+def test_ctrl_c_interrupts_a_blocked_call_within_a_tenth_of_a_second(call):
+    # Best of three: a machine busy with other work may deschedule this process for
+    # a while; a call that did not wake to check signals would take the whole 5 s.
+    delays = []
+    for _ in range(3):
+        delays.append(interrupt_delay(call))
+        if delays[-1] < 0.15:
+            return
+    pytest.fail(f"KeyboardInterrupt took {[round(d * 1000) for d in delays]} ms")
 
 
 def run_python(code):
