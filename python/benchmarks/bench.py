@@ -6,8 +6,8 @@ Workloads: faster-fifo's six published configurations (producers -> consumers, i
 `get_many`), and raw bytes of 64 B and 4 KiB from one producer to one consumer
 (shmq's `put_bytes`/`get_bytes`; the others put `bytes` objects).
 
-Each (workload, queue) is run `--rounds` times, the queues taking turns within a
-round; the table shows the median time and how many times shmq's time the other
+Each (workload, queue) is run `--rounds` times: each round runs every workload, the
+queues taking turns; the table shows the median time and how many times shmq's time the other
 queue's is (above 1: shmq is faster). Message counts are faster-fifo's times
 `--scale`.
 
@@ -164,17 +164,21 @@ def main():
     header = ["workload", "messages"] + [f"{k} (s)" for k in kinds] + [f"{k} / shmq" for k in kinds[1:]]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for name, producers, consumers, per, batch, payload in workloads(args.scale):
-        if args.only not in name:
-            continue
-        # get_many exists only on shmq and faster-fifo.
-        here = [k for k in kinds if not batch or k in ("shmq", "faster-fifo")]
-        times = {k: [] for k in here}
-        for round_ in range(args.rounds):
+    chosen = [w for w in workloads(args.scale) if args.only in w[0]]
+    # Rounds are the outer loop, so that a burst of other work on the machine spoils
+    # one run of many workloads rather than every run of one; the queues take turns.
+    times = {}
+    for round_ in range(args.rounds):
+        for name, producers, consumers, per, batch, payload in chosen:
+            # get_many exists only on shmq and faster-fifo.
+            here = [k for k in kinds if not batch or k in ("shmq", "faster-fifo")]
             order = here[round_ % len(here):] + here[: round_ % len(here)]
             for kind in order:
-                times[kind].append(run_once(kind, producers, consumers, per, batch, payload))
-        median = {k: statistics.median(v) for k, v in times.items()}
+                seconds = run_once(kind, producers, consumers, per, batch, payload)
+                times.setdefault(name, {}).setdefault(kind, []).append(seconds)
+        print(f"# round {round_ + 1} of {args.rounds} done", file=sys.stderr, flush=True)
+    for name, producers, consumers, per, batch, payload in chosen:
+        median = {k: statistics.median(v) for k, v in times[name].items()}
         cells = [name, str(producers * per)]
         cells += [f"{median[k]:.3f}" if k in median else "-" for k in kinds]
         cells += [f"{median[k] / median['shmq']:.2f}x" if k in median else "-" for k in kinds[1:]]
