@@ -67,6 +67,9 @@ def test_bytes_skip_pickling_and_take_any_bytes_like_object():
     assert [q.get_bytes() for _ in range(4)] == [b"raw", b"array", b"view", b""]
     q.put("x")
     assert pickle.loads(q.get_bytes()) == "x"
+    with pytest.raises(TypeError):
+        q.put_bytes("text is not bytes")
+    assert q.empty()
 
 
 def test_large_messages_round_trip():

@@ -73,12 +73,14 @@ def interrupt_delay(call):
             q.get(timeout=5)
         elif call == "put":
             q.put(3, timeout=5)
+        elif call == "get_view":
+            q.get_view(timeout=5)
         else:
             q.get_many(timeout=5)
     return time.monotonic() - sent_at[0]
 
 
-@pytest.mark.parametrize("call", ["get", "put", "get_many"])
+@pytest.mark.parametrize("call", ["get", "put", "get_many", "get_view"])
 def test_ctrl_c_interrupts_a_blocked_call_within_a_tenth_of_a_second(call):
     # Best of three: a machine busy with other work may deschedule this process for
     # a while; a call that did not wake to check signals would take the whole 5 s.
