@@ -107,8 +107,8 @@ pub mod model {
         pub use crate::layout::POS_MASK;
     }
     pub use crate::ring::{
-        Direction, End, Pending, Platform, Readiness, Received, Redelivery, Ring, RingMemory,
-        Scope, Sweep, Unread, Unsent,
+        Direction, End, Pending, Platform, Readiness, Received, Redelivery, Registration, Ring,
+        RingMemory, Scope, Sweep, Unread, Unsent,
     };
     pub use crate::sync::{spin_hint, yield_now, AtomicU32, Ordering};
 }
