@@ -72,7 +72,7 @@ mod wake;
 #[allow(unused_imports)]
 pub use recovery::{claim_outstanding, run_outstanding, Redelivery, Scope, Sweep};
 #[allow(unused_imports)]
-pub use wake::Registration;
+pub use wake::{epoch_word, Registration};
 pub use wake::{Direction, Pending, Readiness};
 
 /// Where the ring's shared state and slots live.

@@ -49,6 +49,15 @@ pub enum Pending {
     Sleep,
 }
 
+/// The futex word waiters in `direction` sleep on in `memory`: every waker bumps it.
+pub fn epoch_word<M: RingMemory>(memory: &M, direction: Direction) -> &AtomicU32 {
+    let shared = memory.shared();
+    match direction {
+        Direction::NotEmpty => &shared.not_empty.epoch,
+        Direction::NotFull => &shared.not_full.epoch,
+    }
+}
+
 impl<M: RingMemory, P: Platform> Ring<M, P> {
     pub(super) fn wake_if_waiting(&self, word: &WaitWord) {
         // SeqCst: totally ordered with the waiter's SeqCst increment and its SeqCst
@@ -117,9 +126,9 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         }
     }
 
-    /// The futex word a waiter in `direction` sleeps on: every waker bumps it.
+    /// The futex word a waiter in `direction` sleeps on (see [`epoch_word`]).
     pub fn epoch_word(&self, direction: Direction) -> &AtomicU32 {
-        &self.wait_word(direction).0.epoch
+        epoch_word(&self.memory, direction)
     }
 
     /// The first half of a wait: counts this handle as a waiter in `direction`,
