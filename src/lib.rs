@@ -75,6 +75,8 @@ mod typed;
 mod access;
 #[cfg(not(loom))]
 mod admin;
+#[cfg(all(not(loom), feature = "tokio"))]
+mod async_queue;
 #[cfg(not(loom))]
 mod guard;
 #[cfg(not(loom))]
@@ -117,6 +119,8 @@ pub mod model {
 pub use access::Access;
 #[cfg(not(loom))]
 pub use admin::{Listed, ParticipantInfo, RecoveryCounts, Removal, SegmentInfo, Waiters};
+#[cfg(all(not(loom), feature = "tokio"))]
+pub use async_queue::{AsyncQueue, DEFAULT_SPIN};
 pub use error::{
     Error, GeometryError, HeaderProblem, RecvError, SendError, TrustProblem, TryRecvError,
     TrySendError,
