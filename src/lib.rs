@@ -109,8 +109,8 @@ pub mod model {
         pub use crate::layout::POS_MASK;
     }
     pub use crate::ring::{
-        Direction, End, Pending, Platform, Readiness, Received, Redelivery, Registration, Ring,
-        RingMemory, Scope, Sweep, Unread, Unsent,
+        epoch_word, Direction, End, Pending, Platform, Readiness, Received, Redelivery,
+        Registration, Ring, RingMemory, Scope, Sweep, Unread, Unsent,
     };
     pub use crate::sync::{spin_hint, yield_now, AtomicU32, Ordering};
 }
