@@ -47,7 +47,6 @@ weakenings=(
   # `register_waiter` (the increment, the epoch load) and `withdraw_waiter` (the
   # decrement); tests/wake.rs models the blocking waiter, tests/async_wake.rs the
   # task whose sleeping a waker thread does.
-  "register-epoch-seqcst|ring/wake.rs|let epoch = word.epoch.load(Ordering::SeqCst);|Ordering::SeqCst|Ordering::Relaxed"
   "wake-waiters-seqcst|ring/wake.rs|if word.waiters.load(Ordering::SeqCst) != 0 {|Ordering::SeqCst|Ordering::Relaxed"
   "park-waiters-seqcst|ring/wake.rs|word.waiters.fetch_add(1, Ordering::SeqCst);|Ordering::SeqCst|Ordering::Relaxed"
   "readiness-tail-seqcst|ring/wake.rs|if pos_diff(sequence, pos_add(head, 1)) >= 0 {|Ordering::SeqCst|Ordering::Relaxed"

@@ -125,6 +125,48 @@ fn task_awaiting_an_empty_ring_is_woken_through_the_waker_thread() {
     );
 }
 
+/// A task awaits two messages in a row (so it registers, is woken, withdraws and
+/// registers again) while a producer sends them. The decrement with which it
+/// withdraws must be ordered before its next registration for the producer's
+/// second waiter check (`park-exit-seqcst` in `weaken.sh`).
+///
+/// Bound: 3 preemptions, as for one message.
+#[test]
+fn task_awaiting_twice_is_woken_each_time() {
+    check("task_awaiting_twice_is_woken_each_time", 3, || {
+        let (memory, platform, mut rings) = ring(2, 2, NEAR_WRAP);
+        let consumer = rings.pop().unwrap();
+        let producer = rings.pop().unwrap();
+        let (handover, handed) = channel::<Handover>();
+        let woken = Arc::new(Notify::new());
+        let waker = {
+            let woken = woken.clone();
+            thread::spawn(move || {
+                waker_thread(memory, platform, Direction::NotEmpty, handed, woken)
+            })
+        };
+        let task = thread::spawn(move || {
+            let mut spin = Spin::default();
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                match try_recv(&consumer) {
+                    Ok(message) => got.push(message),
+                    Err(TryRecvError::Empty) => {
+                        wait_async(&consumer, Direction::NotEmpty, &handover, &woken, &mut spin)
+                    }
+                    Err(e) => panic!("unexpected receive error {e:?}"),
+                }
+            }
+            handover.send(None).unwrap();
+            got
+        });
+        producer.try_send(&[0, 0]).unwrap();
+        producer.try_send(&[0, 1]).unwrap();
+        assert_eq!(task.join().unwrap(), [(0, 0), (0, 1)]);
+        waker.join().unwrap();
+    });
+}
+
 /// The mirror: a task awaits room on a full ring (capacity 2) while a consumer takes
 /// one message. Asserts the task's message gets in, after the two before it.
 ///
