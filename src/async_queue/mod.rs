@@ -314,8 +314,13 @@ impl AsyncQueue {
             }
             self.withdraw();
         }
+        // Spin on the first attempt only: a retry follows a re-check that saw the
+        // queue ready, and spinning again would hold the executor's thread longer.
+        let mut spin = self.spin;
         for _ in 0..READY_RETRIES {
-            if let Some(done) = self.attempt_spinning(direction, op, attempt) {
+            let attempted = self.attempt_spinning(direction, op, spin, attempt);
+            spin = Duration::ZERO;
+            if let Some(done) = attempted {
                 op.pending_since = None;
                 return Poll::Ready(done);
             }
@@ -377,12 +382,13 @@ impl AsyncQueue {
         &self,
         direction: Direction,
         op: &OpState,
+        spin: Duration,
         attempt: &mut dyn FnMut(&Queue, Sweep) -> Option<T>,
     ) -> Option<T> {
         if let Some(done) = attempt(&self.queue, Sweep::Skip) {
             return Some(done);
         }
-        if !self.spin.is_zero() {
+        if !spin.is_zero() {
             let started = Instant::now();
             let mut polls = 0u32;
             loop {
@@ -392,7 +398,7 @@ impl AsyncQueue {
                 }
                 polls = polls.wrapping_add(1);
                 // A clock read is as long as a hand-off: look every 16 polls.
-                if polls % 16 == 0 && started.elapsed() >= self.spin {
+                if polls % 16 == 0 && started.elapsed() >= spin {
                     break;
                 }
             }

@@ -159,12 +159,7 @@ impl Reactor {
             );
             key
         };
-        // Relaxed: the mutex orders it. The thread loads `changes` before it locks to
-        // scan; if its scan missed our entry, its load preceded our insert (mutex
-        // order) and so our bump, and its futex wait on the old value returns at
-        // once or is woken by our wake below.
-        self.changes.fetch_add(1, Ordering::Relaxed);
-        platform::futex_wake_all(&self.changes);
+        self.announce_change();
         key
     }
 
@@ -189,15 +184,31 @@ impl Reactor {
     /// Forgets the registration `key` (woken or not).
     pub(crate) fn cancel(&self, key: Key) {
         let removed = self.lock().entries.remove(&key);
-        // The entry's view of the segment is dropped here, outside the lock.
+        if removed.as_ref().is_some_and(|entry| entry.waker.is_some()) {
+            // Still watched (a future dropped while pending): have the thread
+            // rebuild its list, so it stops sleeping on (and keeping mapped) a
+            // segment no task awaits.
+            self.announce_change();
+        }
+        // The entry's segment reference is dropped here, outside the lock.
         drop(removed);
+    }
+
+    /// Makes the thread rescan: bumps `changes` and wakes it.
+    fn announce_change(&self) {
+        // Relaxed: the mutex orders it. The thread loads `changes` before it locks to
+        // scan; if its scan missed a change made under the lock, its load preceded
+        // that change (mutex order) and so this bump, and its futex wait on the old
+        // value returns at once or is woken below.
+        self.changes.fetch_add(1, Ordering::Relaxed);
+        platform::futex_wake_all(&self.changes);
     }
 
     /// The thread: scan, wake, sleep, forever.
     fn run(&self) {
         let mut waitv_supported = true;
         loop {
-            // Relaxed: see `register`.
+            // Relaxed: see `announce_change`.
             let changes = self.changes.load(Ordering::Relaxed);
             let now = Instant::now();
             let (to_wake, watch) = self.scan(now);
