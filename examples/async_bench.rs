@@ -6,7 +6,8 @@
 //!    sent a message; latency from just before `send` to the consumer holding it.
 //! 2. **spin-phase round trip**: ping-pong between two threads over two queues, both
 //!    sides blocking with `WaitStrategy::Spin`, or both sides async tasks (one
-//!    current-thread runtime per thread) catching the reply in their poll's spin.
+//!    current-thread runtime per thread, default `Hybrid` strategy) catching the
+//!    reply in their poll's spin and yield phases.
 //! 3. **idle CPU**: 1,000 tasks awaiting 100 empty queues for a while; CPU time of
 //!    the whole process (user + system) as a share of one core.
 //!
@@ -78,7 +79,7 @@ fn wakeup_async(samples: usize) -> Vec<Duration> {
     let name = name("wake-async");
     let producer = Queue::create(&name, &Options::new(64, 8)).unwrap();
     let mut consumer = AsyncQueue::new(producer.try_clone().unwrap()).unwrap();
-    consumer.set_spin(Duration::ZERO);
+    consumer.set_wait_strategy(WaitStrategy::Futex);
     let base = Instant::now();
     let receiver = std::thread::spawn(move || {
         let runtime = Builder::new_current_thread().build().unwrap();

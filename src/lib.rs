@@ -120,7 +120,7 @@ pub use access::Access;
 #[cfg(not(loom))]
 pub use admin::{Listed, ParticipantInfo, RecoveryCounts, Removal, SegmentInfo, Waiters};
 #[cfg(all(not(loom), feature = "tokio"))]
-pub use async_queue::{AsyncQueue, DEFAULT_SPIN};
+pub use async_queue::AsyncQueue;
 pub use error::{
     Error, GeometryError, HeaderProblem, RecvError, SendError, TrustProblem, TryRecvError,
     TrySendError,

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::{unique, UnlinkOnDrop};
 use futures::{FutureExt, SinkExt, StreamExt};
-use shmq::{AsyncQueue, Options, Queue};
+use shmq::{AsyncQueue, Options, Queue, WaitStrategy};
 use tokio::runtime::{Builder, Runtime};
 use tokio::time::timeout;
 
@@ -53,7 +53,7 @@ fn a_task_awaiting_an_empty_queue_is_woken_by_a_blocking_producer() {
         let _unlink = UnlinkOnDrop(&name);
         let producer = Queue::create(&name, &Options::new(8, 16)).unwrap();
         let mut consumer = AsyncQueue::open(&name).unwrap();
-        consumer.set_spin(Duration::ZERO);
+        consumer.set_wait_strategy(WaitStrategy::Futex);
         let received = runtime.block_on(async {
             let task = tokio::spawn(async move {
                 let message = consumer.recv().await;
@@ -315,7 +315,7 @@ fn a_thousand_tasks_on_two_hundred_queues_are_each_woken() {
         for name in &names {
             for _ in 0..TASKS_PER_QUEUE {
                 let mut consumer = AsyncQueue::open(name).unwrap();
-                consumer.set_spin(Duration::ZERO);
+                consumer.set_wait_strategy(WaitStrategy::Futex);
                 let woken = Arc::clone(&woken);
                 tasks.push(tokio::spawn(async move {
                     consumer.recv().await.unwrap();
@@ -399,7 +399,7 @@ fn a_message_held_by_a_killed_async_consumer_wakes_an_awaiting_task() {
     let (_, runtime) = runtimes().into_iter().next().unwrap();
     runtime.block_on(async {
         let mut consumer = AsyncQueue::open(&name).unwrap();
-        consumer.set_spin(Duration::ZERO);
+        consumer.set_wait_strategy(WaitStrategy::Futex);
         let waiting = tokio::spawn(async move {
             let delivery = consumer.receive().await.unwrap();
             (delivery.deliveries(), delivery.to_vec())

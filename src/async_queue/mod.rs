@@ -13,16 +13,26 @@ use crate::options::Options;
 use crate::ring::{
     epoch_word, Direction, Readiness, Redelivery, Registration, Scope, Unread, Unsent,
 };
-use crate::wait::{STALL_SLICE, STUCK_BOUND, SWEEP_INTERVAL};
+use crate::wait::{WaitStrategy, STALL_SLICE, STUCK_BOUND, SWEEP_INTERVAL};
 
 mod reactor;
 mod stream;
 
 use reactor::{Key, Reactor};
 
-/// How long a poll spins on a queue that is empty (or full) before it parks, by
-/// default: a burst that arrives meanwhile is taken without a wake-up.
-pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
+/// How long `Spin` and `Yield` spin per poll (`Spin`) before they yield.
+const SPIN_PER_POLL: Duration = Duration::from_micros(20);
+
+/// What a poll does after its attempts found the queue empty (or full).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Spin (attempting) for this long, then go on to the next phase.
+    Spin(Duration),
+    /// Yield: `Pending` with the task woken at once.
+    Yield,
+    /// Register and park with the waker thread.
+    Park,
+}
 
 /// Retries one poll makes when the re-check after registering says "ready" but the
 /// attempt then loses the slot to another participant; then it yields.
@@ -61,7 +71,6 @@ const READY_RETRIES: u32 = 64;
 pub struct AsyncQueue {
     queue: Queue,
     reactor: &'static Reactor,
-    spin: Duration,
     /// This handle's registration with the waker thread, while a future of it waits.
     parked: Option<Parked>,
     /// The [`Stream`](futures_core::Stream) / [`Sink`](futures_sink::Sink) side's
@@ -76,7 +85,6 @@ impl std::fmt::Debug for AsyncQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsyncQueue")
             .field("queue", &self.queue)
-            .field("spin", &self.spin)
             .field("parked", &self.parked.is_some())
             .finish()
     }
@@ -101,6 +109,8 @@ enum Sweep {
 /// The state of one operation across its polls.
 #[derive(Debug, Default)]
 struct OpState {
+    /// When the operation first found the queue empty (or full).
+    waiting_since: Option<Instant>,
     /// Start of the current stretch in which the other side's claim is pending.
     pending_since: Option<Instant>,
 }
@@ -132,7 +142,6 @@ impl AsyncQueue {
         Ok(Self {
             queue,
             reactor,
-            spin: DEFAULT_SPIN,
             parked: None,
             stream_op: OpState::default(),
             unsent: None,
@@ -187,9 +196,7 @@ impl AsyncQueue {
     /// # Ok::<(), shmq::Error>(())
     /// ```
     pub fn try_clone(&self) -> Result<Self, Error> {
-        let mut clone = Self::new(self.queue.try_clone()?)?;
-        clone.spin = self.spin;
-        Ok(clone)
+        Self::new(self.queue.try_clone()?)
     }
 
     /// The blocking handle inside, for its non-blocking calls and its accessors.
@@ -224,31 +231,39 @@ impl AsyncQueue {
         unsafe { std::ptr::read(&this.queue) }
     }
 
-    /// How long a poll spins before it parks (default [`DEFAULT_SPIN`]).
+    /// How this handle's operations wait (see [`set_wait_strategy`](Self::set_wait_strategy)).
     ///
     /// ```
-    /// # let name = "doc-async-spin";
+    /// # let name = "doc-async-wait-strategy";
     /// let queue = shmq::AsyncQueue::create(name, &shmq::Options::new(2, 8))?;
-    /// assert_eq!(queue.spin(), shmq::DEFAULT_SPIN);
+    /// assert_eq!(queue.wait_strategy(), shmq::WaitStrategy::default());
     /// # shmq::Queue::unlink(name)?;
     /// # Ok::<(), shmq::Error>(())
     /// ```
-    pub fn spin(&self) -> Duration {
-        self.spin
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.queue.wait_strategy()
     }
 
-    /// Sets how long a poll spins on an empty (or full) queue before it parks; zero
-    /// parks at once. Spinning holds the executor's thread, so keep it short.
+    /// Sets how this handle's operations wait on an empty (or full) queue, in the
+    /// terms of the blocking strategies: `Hybrid { spin, yield_for }` (the default,
+    /// 20 µs and 50 µs) spins in the poll for up to `spin`, then returns `Pending`
+    /// with the task woken again at once (letting the executor run other tasks)
+    /// until `spin + yield_for` has passed since the wait began, then parks with the
+    /// waker thread; `Futex` parks at once; `Spin` and `Yield` never park (`Spin`
+    /// spins up to 20 µs per poll): they hold the executor's thread busy and suit
+    /// only a runtime dedicated to the queue. The yield phase is what lets two
+    /// tasks in a ping-pong catch each other's replies without a wake-up: it must
+    /// outlast a wake-up of the peer.
     ///
     /// ```
-    /// # let name = "doc-async-set-spin";
+    /// # let name = "doc-async-set-wait-strategy";
     /// let mut queue = shmq::AsyncQueue::create(name, &shmq::Options::new(2, 8))?;
-    /// queue.set_spin(std::time::Duration::ZERO);
+    /// queue.set_wait_strategy(shmq::WaitStrategy::Futex);
     /// # shmq::Queue::unlink(name)?;
     /// # Ok::<(), shmq::Error>(())
     /// ```
-    pub fn set_spin(&mut self, spin: Duration) {
-        self.spin = spin;
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.queue.set_wait_strategy(wait);
     }
 }
 
@@ -316,13 +331,30 @@ impl AsyncQueue {
         }
         // Spin on the first attempt only: a retry follows a re-check that saw the
         // queue ready, and spinning again would hold the executor's thread longer.
-        let mut spin = self.spin;
+        let mut phase = self.phase(op);
         for _ in 0..READY_RETRIES {
+            let spin = match phase {
+                Phase::Spin(spin) => spin,
+                Phase::Yield | Phase::Park => Duration::ZERO,
+            };
             let attempted = self.attempt_spinning(direction, op, spin, attempt);
-            spin = Duration::ZERO;
             if let Some(done) = attempted {
-                op.pending_since = None;
+                *op = OpState::default();
                 return Poll::Ready(done);
+            }
+            // The wait began when the spin did (the clock is read only now, so
+            // that an operation that succeeds at once never reads it).
+            op.waiting_since.get_or_insert_with(|| {
+                Instant::now()
+                    .checked_sub(spin)
+                    .unwrap_or_else(Instant::now)
+            });
+            if phase != Phase::Park {
+                phase = self.phase(op);
+            }
+            if phase != Phase::Park {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
             let ring = &self.queue.ring;
             let Registration { epoch, readiness } = ring.register_waiter(direction);
@@ -374,6 +406,20 @@ impl AsyncQueue {
         }
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+
+    /// Which phase of the handle's wait strategy `op` is in.
+    fn phase(&self, op: &OpState) -> Phase {
+        let waited = op
+            .waiting_since
+            .map_or(Duration::ZERO, |since| since.elapsed());
+        match self.queue.wait_strategy() {
+            WaitStrategy::Hybrid { spin, .. } if waited < spin => Phase::Spin(spin - waited),
+            WaitStrategy::Hybrid { spin, yield_for } if waited < spin + yield_for => Phase::Yield,
+            WaitStrategy::Spin => Phase::Spin(SPIN_PER_POLL),
+            WaitStrategy::Yield => Phase::Yield,
+            _ => Phase::Park,
+        }
     }
 
     /// Attempts until it succeeds or the spin budget is spent; the last attempt
