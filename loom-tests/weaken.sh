@@ -43,7 +43,10 @@ weakenings=(
   "unregister-enqueue-reset-release|ring/recovery.rs|record.enqueue_claim.store(CLAIM_NONE, Ordering::Release);|Ordering::Release|Ordering::Relaxed"
   "unregister-dequeue-reset-release|ring/recovery.rs|record.dequeue_claim.store(CLAIM_NONE, Ordering::Release);|Ordering::Release|Ordering::Relaxed"
   "unregister-state-release|ring/recovery.rs|record.state.store(participant::FREE, Ordering::Release);|Ordering::Release|Ordering::Relaxed"
-  # The wake-up proof (ring/wake.rs).
+  # The wake-up proof (ring/wake.rs). `park` and the async handle share its halves,
+  # `register_waiter` (the increment, the epoch load) and `withdraw_waiter` (the
+  # decrement); tests/wake.rs models the blocking waiter, tests/async_wake.rs the
+  # task whose sleeping a waker thread does.
   "wake-waiters-seqcst|ring/wake.rs|if word.waiters.load(Ordering::SeqCst) != 0 {|Ordering::SeqCst|Ordering::Relaxed"
   "park-waiters-seqcst|ring/wake.rs|word.waiters.fetch_add(1, Ordering::SeqCst);|Ordering::SeqCst|Ordering::Relaxed"
   "readiness-tail-seqcst|ring/wake.rs|if pos_diff(sequence, pos_add(head, 1)) >= 0 {|Ordering::SeqCst|Ordering::Relaxed"

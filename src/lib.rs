@@ -75,6 +75,8 @@ mod typed;
 mod access;
 #[cfg(not(loom))]
 mod admin;
+#[cfg(all(not(loom), feature = "tokio"))]
+mod async_queue;
 #[cfg(not(loom))]
 mod guard;
 #[cfg(not(loom))]
@@ -107,8 +109,8 @@ pub mod model {
         pub use crate::layout::POS_MASK;
     }
     pub use crate::ring::{
-        Direction, End, Pending, Platform, Readiness, Received, Redelivery, Ring, RingMemory,
-        Scope, Sweep, Unread, Unsent,
+        epoch_word, Direction, End, Pending, Platform, Readiness, Received, Redelivery,
+        Registration, Ring, RingMemory, Scope, Sweep, Unread, Unsent,
     };
     pub use crate::sync::{spin_hint, yield_now, AtomicU32, Ordering};
 }
@@ -117,6 +119,8 @@ pub mod model {
 pub use access::Access;
 #[cfg(not(loom))]
 pub use admin::{Listed, ParticipantInfo, RecoveryCounts, Removal, SegmentInfo, Waiters};
+#[cfg(all(not(loom), feature = "tokio"))]
+pub use async_queue::AsyncQueue;
 pub use error::{
     Error, GeometryError, HeaderProblem, RecvError, SendError, TrustProblem, TryRecvError,
     TrySendError,

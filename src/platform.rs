@@ -292,6 +292,102 @@ pub fn futex_wake_all(word: &AtomicU32) {
     }
 }
 
+#[cfg(feature = "tokio")]
+/// Most words one [`futex_waitv`] call may watch (the kernel's `FUTEX_WAITV_MAX`).
+pub const FUTEX_WAITV_MAX: usize = 128;
+
+#[cfg(feature = "tokio")]
+/// How a [`futex_waitv`] call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waitv {
+    /// Woken through the word at this index (others may have changed too).
+    Woken(usize),
+    /// Returned without sleeping or was cut short: a word no longer held its
+    /// expected value, a signal arrived, or the timeout passed. Re-check.
+    Again,
+    /// The kernel has no `futex_waitv` (Linux before 5.16).
+    Unsupported,
+}
+
+#[cfg(feature = "tokio")]
+/// The kernel's `struct futex_waitv`.
+#[repr(C)]
+struct FutexWaitv {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+#[cfg(feature = "tokio")]
+/// `FUTEX2_SIZE_U32`: the word is 32 bits. No `FUTEX2_PRIVATE`: the words live in
+/// shared memory and their wakers (`futex_wake_all`, `FUTEX_WAKE`) use shared keys.
+const FUTEX2_SIZE_U32: u32 = 0x02;
+
+#[cfg(feature = "tokio")]
+/// Sleeps until one of `words` (each with the value it is expected to hold; at most
+/// [`FUTEX_WAITV_MAX`]) is woken, or no longer holds its value, or `timeout` passes:
+/// `futex_waitv(2)` (Linux 5.16), the many-word form of [`futex_wait`].
+pub fn futex_waitv(words: &[(&AtomicU32, u32)], timeout: Option<Duration>) -> Waitv {
+    assert!(
+        !words.is_empty() && words.len() <= FUTEX_WAITV_MAX,
+        "futex_waitv takes 1 to {FUTEX_WAITV_MAX} words"
+    );
+    let waiters: Vec<FutexWaitv> = words
+        .iter()
+        .map(|(word, expected)| FutexWaitv {
+            val: u64::from(*expected),
+            uaddr: word.as_ptr() as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        })
+        .collect();
+    // futex_waitv takes an absolute CLOCK_MONOTONIC deadline.
+    let deadline = timeout.map(|t| {
+        let now = monotonic_now();
+        let total = Duration::new(now.tv_sec as u64, now.tv_nsec as u32).saturating_add(t);
+        libc::timespec {
+            tv_sec: total.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: total.subsec_nanos() as libc::c_long,
+        }
+    });
+    let deadline_ptr = deadline
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `waiters` is a live array of `len` kernel-layout entries whose
+    // addresses are live, aligned u32s for the duration of the call (the caller's
+    // borrows); the deadline (if any) outlives the call. The kernel only reads them.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            waiters.as_ptr(),
+            waiters.len() as libc::c_uint,
+            0 as libc::c_uint,
+            deadline_ptr,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    if ret >= 0 {
+        return Waitv::Woken(ret as usize);
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::ENOSYS) => Waitv::Unsupported,
+        // EAGAIN (a word changed), ETIMEDOUT, EINTR: all mean "re-check".
+        _ => Waitv::Again,
+    }
+}
+
+#[cfg(feature = "tokio")]
+fn monotonic_now() -> libc::timespec {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now
+}
+
 fn flock_at(kind: libc::c_short, offset: u64) -> libc::flock {
     // SAFETY: flock is plain data; all-zero is a valid value.
     let mut lock: libc::flock = unsafe { std::mem::zeroed() };

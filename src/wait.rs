@@ -79,7 +79,7 @@ pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
 const WATCH_AFTER: Duration = Duration::from_millis(1);
 /// Sleep slice for a sleeping strategy stuck behind a live but stalled claimer (a
 /// preempted or stopped peer): bounded, because its finish may not wake us.
-const STALL_SLICE: Duration = Duration::from_millis(1);
+pub(crate) const STALL_SLICE: Duration = Duration::from_millis(1);
 
 /// When one handle last swept for dead peers, and how many empty non-blocking
 /// receives it has made since it last looked at the clock.
@@ -167,7 +167,7 @@ impl SweepSchedule {
         self.last_sweep.set(now);
     }
 
-    fn since_sweep(&self, now: Instant) -> Duration {
+    pub(crate) fn since_sweep(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.last_sweep.get())
     }
 

@@ -55,7 +55,7 @@ impl std::fmt::Debug for Delivery<'_> {
 }
 
 impl<'q> Delivery<'q> {
-    fn new(message: Message<'q>) -> Self {
+    pub(crate) fn new(message: Message<'q>) -> Self {
         let bytes = message.peek(|bytes| bytes as *const [u8]);
         Self { message, bytes }
     }

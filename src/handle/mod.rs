@@ -21,9 +21,11 @@ mod loan;
 mod recv;
 
 pub use delivery::{AbandonError, Delivery};
+#[cfg(feature = "tokio")]
+pub(crate) use recv::blocking_recv_error;
 
 pub(crate) type ShmRing = Ring<Arc<Segment>, ShmPlatform>;
-type Message<'a> = Received<'a, Arc<Segment>, ShmPlatform>;
+pub(crate) type Message<'a> = Received<'a, Arc<Segment>, ShmPlatform>;
 
 /// A handle on a named shared-memory queue: any number of handles, in any number of
 /// processes, may send and receive on the same segment.
@@ -418,7 +420,7 @@ impl Queue {
 
 /// A non-blocking send error the blocking family reports as is (never `Full`: a
 /// blocking send waits that out).
-fn blocking_send_error(e: TrySendError) -> SendError {
+pub(crate) fn blocking_send_error(e: TrySendError) -> SendError {
     SendError::try_from(e).unwrap_or(SendError::Timeout)
 }
 
@@ -433,7 +435,7 @@ impl Queue {
 
     /// Whether the segment's name now points at another segment (checked now and
     /// then by waiting calls; a system call).
-    fn orphaned(&self) -> bool {
+    pub(crate) fn orphaned(&self) -> bool {
         self.schedule.name_check_due() && self.ring.memory().name_status() == NameStatus::Elsewhere
     }
 }

@@ -360,7 +360,7 @@ impl Queue {
     /// any (`Empty` if none). A message past its last allowed delivery goes to the
     /// dead-letter segment instead, and the sweep looks again (a few times: each
     /// sweep takes one message).
-    pub(super) fn take_redelivery(&self) -> Result<Message<'_>, TryRecvError> {
+    pub(crate) fn take_redelivery(&self) -> Result<Message<'_>, TryRecvError> {
         let now = Instant::now();
         self.schedule.swept(now);
         if !self.schedule.redeliveries_allowed(now) {
@@ -402,7 +402,7 @@ fn copy_into(buffer: &mut [u8], bytes: &[u8]) -> usize {
 
 /// A non-blocking receive error the blocking family reports as is (never `Empty`: a
 /// blocking receive waits that out).
-pub(super) fn blocking_recv_error(e: TryRecvError) -> RecvError {
+pub(crate) fn blocking_recv_error(e: TryRecvError) -> RecvError {
     RecvError::try_from(e).unwrap_or(RecvError::Timeout)
 }
 

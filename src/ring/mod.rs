@@ -71,6 +71,8 @@ mod wake;
 // models).
 #[allow(unused_imports)]
 pub use recovery::{claim_outstanding, run_outstanding, Redelivery, Scope, Sweep};
+#[allow(unused_imports)]
+pub use wake::{epoch_word, Registration};
 pub use wake::{Direction, Pending, Readiness};
 
 /// Where the ring's shared state and slots live.

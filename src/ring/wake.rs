@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{Platform, Ring, RingMemory};
 use crate::layout::{pos_add, pos_diff, waiting, WaitWord, POS_MASK};
-use crate::sync::Ordering;
+use crate::sync::{AtomicU32, Ordering};
 
 /// Answer to "would a wait on this side sleep?".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,6 +18,16 @@ pub enum Readiness {
     Pending,
     /// Nothing is in flight: sleeping is safe, a waker will come.
     Idle,
+}
+
+/// A waiter's registration (see [`Ring::register_waiter`]): the futex epoch it
+/// read after counting itself, and the readiness it saw after that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Registration {
+    /// The value of the direction's epoch word the waiter may sleep on.
+    pub epoch: u32,
+    /// The re-check made after registering.
+    pub readiness: Readiness,
 }
 
 /// Which way a participant waits.
@@ -37,6 +47,15 @@ pub enum Pending {
     /// Sleep on `Pending` too: for a producer whose slot is held by a dead consumer,
     /// which only a consumer's sweep can release (and that sweep wakes us).
     Sleep,
+}
+
+/// The futex word waiters in `direction` sleep on in `memory`: every waker bumps it.
+pub fn epoch_word<M: RingMemory>(memory: &M, direction: Direction) -> &AtomicU32 {
+    let shared = memory.shared();
+    match direction {
+        Direction::NotEmpty => &shared.not_empty.epoch,
+        Direction::NotFull => &shared.not_full.epoch,
+    }
 }
 
 impl<M: RingMemory, P: Platform> Ring<M, P> {
@@ -116,21 +135,32 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         }
     }
 
-    /// Registers as a waiter in `direction`, re-checks, and sleeps on the futex word
-    /// if (and only if) nothing is in flight (or, with [`Pending::Sleep`], only the
-    /// other side's claim is), for at most `timeout` (`None`: until woken). Returns
-    /// the readiness seen just before deciding.
-    pub fn park(
-        &self,
-        direction: Direction,
-        pending: Pending,
-        timeout: Option<Duration>,
-    ) -> Readiness {
+    /// The shared wait word of `direction` and this handle's bit for it.
+    fn wait_word(&self, direction: Direction) -> (&WaitWord, u32) {
         let shared = self.memory.shared();
-        let (word, bit) = match direction {
+        match direction {
             Direction::NotEmpty => (&shared.not_empty, waiting::NOT_EMPTY),
             Direction::NotFull => (&shared.not_full, waiting::NOT_FULL),
-        };
+        }
+    }
+
+    /// The futex word a waiter in `direction` sleeps on (see [`epoch_word`]).
+    pub fn epoch_word(&self, direction: Direction) -> &AtomicU32 {
+        epoch_word(&self.memory, direction)
+    }
+
+    /// The first half of a wait: counts this handle as a waiter in `direction`,
+    /// reads the futex epoch, then re-checks readiness. The caller may sleep on
+    /// [`epoch_word`](Self::epoch_word) while it still holds the returned epoch
+    /// only if the readiness is [`Readiness::Idle`] (or `Pending`, as
+    /// [`Pending::Sleep`] allows), and must call
+    /// [`withdraw_waiter`](Self::withdraw_waiter) once, whether it slept or not.
+    /// A handle has at most one registration per direction at a time (its record
+    /// holds one bit per direction, which a sweep uses if the handle dies).
+    /// [`park`](Self::park) is this, a futex wait, and the withdrawal; an async
+    /// task registers here and lets the process's waker thread do the sleeping.
+    pub fn register_waiter(&self, direction: Direction) -> Registration {
+        let (word, bit) = self.wait_word(direction);
         let record = self.record();
         // SeqCst: the registration a waker's SeqCst load of `waiters` must see or be
         // seen by (module docs).
@@ -142,18 +172,41 @@ impl<M: RingMemory, P: Platform> Ring<M, P> {
         // the readiness check below.
         let epoch = word.epoch.load(Ordering::SeqCst);
         let readiness = self.readiness(direction);
-        if readiness == Readiness::Idle
-            || (pending == Pending::Sleep && readiness == Readiness::Pending)
-        {
-            self.platform.wait(&word.epoch, epoch, timeout);
-        }
-        // Relaxed: as above; cleared before the decrement for the same reason.
-        record.waiting.fetch_and(!bit, Ordering::Relaxed);
+        Registration { epoch, readiness }
+    }
+
+    /// The second half of a wait: this handle no longer counts as a waiter in
+    /// `direction` (see [`register_waiter`](Self::register_waiter)).
+    pub fn withdraw_waiter(&self, direction: Direction) {
+        let (word, bit) = self.wait_word(direction);
+        // Relaxed: as in `register_waiter`; cleared before the decrement for the
+        // same reason.
+        self.record().waiting.fetch_and(!bit, Ordering::Relaxed);
         // SeqCst: a waker's SeqCst load that reads this decrement is thereby ordered
         // before our next SeqCst increment (C++20 coherence-ordered-before), which
         // the wake-up argument needs when we park again. Loom does not derive that
         // from a Relaxed write, and on x86 this is the same locked instruction.
         word.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Registers as a waiter in `direction`, re-checks, and sleeps on the futex word
+    /// if (and only if) nothing is in flight (or, with [`Pending::Sleep`], only the
+    /// other side's claim is), for at most `timeout` (`None`: until woken). Returns
+    /// the readiness seen just before deciding.
+    pub fn park(
+        &self,
+        direction: Direction,
+        pending: Pending,
+        timeout: Option<Duration>,
+    ) -> Readiness {
+        let Registration { epoch, readiness } = self.register_waiter(direction);
+        if readiness == Readiness::Idle
+            || (pending == Pending::Sleep && readiness == Readiness::Pending)
+        {
+            self.platform
+                .wait(self.epoch_word(direction), epoch, timeout);
+        }
+        self.withdraw_waiter(direction);
         readiness
     }
 }
