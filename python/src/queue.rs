@@ -456,7 +456,7 @@ impl Queue {
     /// Approximate number of messages in the queue (others may be sending and
     /// receiving while it is counted).
     fn qsize(&self) -> PyResult<u64> {
-        Ok(self.lend()?.info().occupancy)
+        Ok(self.lend()?.len())
     }
 
     /// Whether the queue is empty (approximate, as `qsize`).
