@@ -374,10 +374,83 @@ fn child_role() -> bool {
                 }
                 common::say_and_wait_forever("PARKED");
             }
+            "idle" => idle_tasks(name).await,
             other => panic!("unknown role {other}"),
         }
     });
     true
+}
+
+/// Child role `idle:<prefix>`: 1,000 tasks await 100 empty queues of its own; says
+/// how much CPU the whole process used over 1.5 s of that, then wakes them all.
+async fn idle_tasks(prefix: &str) {
+    const QUEUES: usize = 100;
+    const TASKS_PER_QUEUE: usize = 10;
+    let names: Vec<String> = (0..QUEUES).map(|q| format!("{prefix}-{q}")).collect();
+    let _unlink: Vec<_> = names.iter().map(|n| UnlinkOnDrop(n)).collect();
+    let queues: Vec<Queue> = names
+        .iter()
+        .map(|n| Queue::create(n, &Options::new(16, 8).max_participants(16)).unwrap())
+        .collect();
+    let mut tasks = Vec::new();
+    for queue in &queues {
+        for _ in 0..TASKS_PER_QUEUE {
+            let mut consumer = AsyncQueue::new(queue.try_clone().unwrap()).unwrap();
+            tasks.push(tokio::spawn(async move { consumer.recv().await }));
+        }
+    }
+    for queue in &queues {
+        while (queue.info().waiters.consumers as usize) < TASKS_PER_QUEUE {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let (cpu, wall) = (common::process_cpu_time(), std::time::Instant::now());
+    // A blocking sleep: this task's runtime thread is idle too.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (cpu, wall) = (common::process_cpu_time() - cpu, wall.elapsed());
+    println!(
+        "\nIDLE cpu_us={} wall_us={}",
+        cpu.as_micros(),
+        wall.as_micros()
+    );
+    for queue in &queues {
+        for _ in 0..TASKS_PER_QUEUE {
+            queue.send(b"done").unwrap();
+        }
+    }
+    for task in tasks {
+        timeout(PATIENCE, task).await.unwrap().unwrap().unwrap();
+    }
+}
+
+#[test]
+fn a_thousand_idle_tasks_use_under_two_percent_of_a_core() {
+    const TEST: &str = "a_thousand_idle_tasks_use_under_two_percent_of_a_core";
+    if child_role() {
+        return;
+    }
+    let child = spawn(TEST, "idle", &unique("idle"));
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "the idle child failed");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("IDLE ").map(|(_, rest)| rest.to_owned()))
+        .expect("the child's IDLE line");
+    let field = |key: &str| -> u128 {
+        line.split(' ')
+            .find_map(|kv| kv.strip_prefix(key))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (cpu, wall) = (field("cpu_us="), field("wall_us="));
+    eprintln!("1000 idle tasks on 100 queues: {cpu} µs CPU over {wall} µs wall");
+    assert!(wall >= 1_500_000);
+    assert!(
+        cpu * 50 < wall,
+        "idle tasks used {cpu} µs CPU in {wall} µs (>= 2%)"
+    );
 }
 
 fn spawn(test: &str, role: &str, name: &str) -> Child {
