@@ -366,12 +366,12 @@ impl AsyncQueue {
                     op.pending_since = None;
                     continue;
                 }
-                // Nothing in flight: a waker will come. If a claim is outstanding
-                // elsewhere (a peer mid-operation, or dead), look again soon: no
-                // wake-up announces a death.
+                // Nothing in flight: a waker will come. A claim left by a peer that
+                // dies meanwhile is announced by no wake-up: the waker thread's tick
+                // finds it and wakes one task to sweep.
                 Readiness::Idle => {
                     op.pending_since = None;
-                    ring.outstanding_claims().then(|| now + STUCK_BOUND)
+                    None
                 }
                 Readiness::Pending => {
                     let since = *op.pending_since.get_or_insert(now);
