@@ -233,7 +233,7 @@ impl AsyncQueue {
     }
 
     /// Builds a message of `len` bytes in place in its slot with `fill`, waiting
-    /// while the queue is full (see [`Queue::send_with`]).
+    /// while the queue is full (see [`Queue::send_with`](crate::Queue::send_with)).
     ///
     /// **Cancel safe**: the slot is claimed, filled and published within the poll
     /// that completes; `fill` runs only then.

@@ -1,4 +1,4 @@
-//! The process's waker thread: one thread, started by the first [`AsyncQueue`]
+//! The process's waker thread: one thread, started by the first [`AsyncQueue`](super::AsyncQueue)
 //! (`super::AsyncQueue`), sleeps on the wait words of every segment that some task
 //! awaits and wakes those tasks' [`Waker`]s when a word's epoch moves.
 //!
