@@ -1,6 +1,6 @@
-//! The process's waker thread: one thread, started by the first [`AsyncQueue`](super::AsyncQueue)
-//! (`super::AsyncQueue`), sleeps on the wait words of every segment that some task
-//! awaits and wakes those tasks' [`Waker`]s when a word's epoch moves.
+//! The process's waker thread: one thread, started by the first
+//! [`AsyncQueue`](super::AsyncQueue), sleeps on the wait words of every segment that
+//! some task awaits and wakes those tasks' [`Waker`]s when a word's epoch moves.
 //!
 //! # Why this design
 //! A segment's futex word lives in shared memory: it is not a file descriptor, so it
