@@ -375,10 +375,105 @@ fn child_role() -> bool {
                 common::say_and_wait_forever("PARKED");
             }
             "idle" => idle_tasks(name).await,
+            "produce" => produce_blocking(name),
             other => panic!("unknown role {other}"),
         }
     });
     true
+}
+
+/// Messages each blocking producer of `produce_blocking` sends.
+const PER_PRODUCER: u64 = 5_000;
+/// Producers (threads, each its own blocking handle) in the `produce` child.
+const PRODUCERS: u64 = 2;
+
+/// Child role `produce:<name>`: blocking producers, each sending `PER_PRODUCER`
+/// messages `[producer, seq]`, pausing now and then so the consumers go idle.
+fn produce_blocking(name: &str) {
+    let threads: Vec<_> = (0..PRODUCERS)
+        .map(|p| {
+            let queue = Queue::open(name).unwrap();
+            std::thread::spawn(move || {
+                let mut rng = 0xDEAD_BEEF_0000_0001u64 + p;
+                for seq in 0..PER_PRODUCER {
+                    let mut message = [0u8; 16];
+                    message[..8].copy_from_slice(&p.to_le_bytes());
+                    message[8..].copy_from_slice(&seq.to_le_bytes());
+                    queue.send(&message).unwrap();
+                    if next(&mut rng) % 128 == 0 {
+                        std::thread::sleep(Duration::from_micros(next(&mut rng) % 2_000));
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+}
+
+#[test]
+fn async_consumers_take_every_message_of_blocking_producers_in_another_process() {
+    const TEST: &str =
+        "async_consumers_take_every_message_of_blocking_producers_in_another_process";
+    const CONSUMERS: usize = 4;
+    if child_role() {
+        return;
+    }
+    let name = unique("processes");
+    let _unlink = UnlinkOnDrop(&name);
+    let queue = Queue::create(&name, &Options::new(16, 16)).unwrap();
+    let mut producers = spawn(TEST, "produce", &name);
+    let total = (PRODUCERS * PER_PRODUCER) as usize;
+    let (_, runtime) = runtimes().into_iter().nth(1).unwrap();
+    let taken = Arc::new(AtomicUsize::new(0));
+    let received: Vec<Vec<(u64, u64)>> = runtime.block_on(async {
+        let tasks: Vec<_> = (0..CONSUMERS)
+            .map(|_| {
+                let mut consumer = AsyncQueue::new(queue.try_clone().unwrap()).unwrap();
+                let taken = Arc::clone(&taken);
+                tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    while taken.load(Ordering::Relaxed) < total {
+                        let got = timeout(Duration::from_millis(50), consumer.recv()).await;
+                        if let Ok(message) = got {
+                            let message = message.unwrap();
+                            mine.push((number(&message[..8]), number(&message[8..])));
+                            taken.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            all.push(timeout(PATIENCE * 3, task).await.expect("stuck").unwrap());
+        }
+        all
+    });
+    assert!(
+        producers.wait().unwrap().success(),
+        "the producer process failed"
+    );
+    let mut seen = HashSet::new();
+    for mine in &received {
+        for producer in 0..PRODUCERS {
+            let sequence: Vec<u64> = mine
+                .iter()
+                .filter(|(p, _)| *p == producer)
+                .map(|(_, seq)| *seq)
+                .collect();
+            assert!(
+                sequence.windows(2).all(|w| w[0] < w[1]),
+                "a consumer saw producer {producer}'s messages out of order"
+            );
+        }
+        for message in mine {
+            assert!(seen.insert(*message), "{message:?} received twice");
+        }
+    }
+    assert_eq!(seen.len(), total, "messages lost");
 }
 
 /// Child role `idle:<prefix>`: 1,000 tasks await 100 empty queues of its own; says
