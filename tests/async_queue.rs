@@ -79,6 +79,48 @@ fn a_task_awaiting_an_empty_queue_is_woken_by_a_blocking_producer() {
     }
 }
 
+#[test]
+fn futures_dropped_while_parked_withdraw_and_take_nothing() {
+    let name = unique("dropped-parked");
+    let _unlink = UnlinkOnDrop(&name);
+    let other = Queue::create(&name, &Options::new(2, 8)).unwrap();
+    let mut queue = AsyncQueue::open(&name).unwrap();
+    queue.set_wait_strategy(WaitStrategy::Futex);
+    let (_, runtime) = runtimes().into_iter().next().unwrap();
+    runtime.block_on(async {
+        // A receive parked on the empty queue, then dropped.
+        {
+            let mut receive = std::pin::pin!(queue.recv());
+            assert!(futures::poll!(&mut receive).is_pending());
+            assert_eq!(other.info().waiters.consumers, 1, "registered");
+            other.send(b"one").unwrap();
+        }
+        assert_eq!(other.info().waiters.consumers, 0, "withdrawn on drop");
+        assert_eq!(
+            other.info().occupancy,
+            1,
+            "the dropped receive took nothing"
+        );
+        assert_eq!(queue.recv().await.unwrap(), b"one");
+        // A send parked on the full queue, then dropped.
+        other.send(b"a").unwrap();
+        other.send(b"b").unwrap();
+        {
+            let mut send = std::pin::pin!(queue.send(b"c"));
+            assert!(futures::poll!(&mut send).is_pending());
+            assert_eq!(other.info().waiters.producers, 1, "registered");
+            assert_eq!(other.recv().unwrap(), b"a");
+        }
+        assert_eq!(other.info().waiters.producers, 0, "withdrawn on drop");
+        assert_eq!(other.recv().unwrap(), b"b");
+        assert_eq!(
+            other.try_recv(),
+            Err(shmq::TryRecvError::Empty),
+            "the dropped send published nothing"
+        );
+    });
+}
+
 /// How a consumer gives up on one receive, picked at random each time.
 async fn receive_or_give_up(queue: &mut AsyncQueue, rng: &mut u64) -> Option<u64> {
     match next(rng) % 4 {
@@ -128,6 +170,11 @@ fn recv_futures_dropped_at_random_points_lose_and_duplicate_nothing() {
             let tasks: Vec<_> = (0..CONSUMERS)
                 .map(|c| {
                     let mut consumer = AsyncQueue::new(queue.try_clone().unwrap()).unwrap();
+                    // One consumer parks at once, so that even its futures polled
+                    // only once are dropped while registered with the waker thread.
+                    if c == 0 {
+                        consumer.set_wait_strategy(WaitStrategy::Futex);
+                    }
                     let taken = Arc::clone(&taken);
                     tokio::spawn(async move {
                         let mut rng = 0x2545_F491_4F6C_DD1Du64 + c as u64;
@@ -213,6 +260,12 @@ fn send_futures_dropped_while_full_publish_nothing() {
             let mut n = 0u64;
             while n < MESSAGES {
                 let message = n.to_le_bytes();
+                // Half the sends park at once (dropped while registered, if full).
+                producer.set_wait_strategy(if next(&mut rng) % 2 == 0 {
+                    WaitStrategy::Futex
+                } else {
+                    WaitStrategy::default()
+                });
                 let sent = match next(&mut rng) % 3 {
                     0 => producer.send(&message).now_or_never().map(Result::unwrap),
                     1 => timeout(
