@@ -213,7 +213,10 @@ impl Reactor {
             let now = Instant::now();
             let (to_wake, watch) = self.scan(now);
             for waker in to_wake {
-                waker.wake();
+                // An executor's waker that panics must not take down the thread
+                // every task of the process relies on: the panic is reported by the
+                // hook and the rest are still woken.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()));
             }
             let watched = if waitv_supported {
                 watch.words.len().min(FUTEX_WAITV_MAX - 1)
