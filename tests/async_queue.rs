@@ -79,6 +79,48 @@ fn a_task_awaiting_an_empty_queue_is_woken_by_a_blocking_producer() {
     }
 }
 
+#[test]
+fn futures_dropped_while_parked_withdraw_and_take_nothing() {
+    let name = unique("dropped-parked");
+    let _unlink = UnlinkOnDrop(&name);
+    let other = Queue::create(&name, &Options::new(2, 8)).unwrap();
+    let mut queue = AsyncQueue::open(&name).unwrap();
+    queue.set_wait_strategy(WaitStrategy::Futex);
+    let (_, runtime) = runtimes().into_iter().next().unwrap();
+    runtime.block_on(async {
+        // A receive parked on the empty queue, then dropped.
+        {
+            let mut receive = std::pin::pin!(queue.recv());
+            assert!(futures::poll!(&mut receive).is_pending());
+            assert_eq!(other.info().waiters.consumers, 1, "registered");
+            other.send(b"one").unwrap();
+        }
+        assert_eq!(other.info().waiters.consumers, 0, "withdrawn on drop");
+        assert_eq!(
+            other.info().occupancy,
+            1,
+            "the dropped receive took nothing"
+        );
+        assert_eq!(queue.recv().await.unwrap(), b"one");
+        // A send parked on the full queue, then dropped.
+        other.send(b"a").unwrap();
+        other.send(b"b").unwrap();
+        {
+            let mut send = std::pin::pin!(queue.send(b"c"));
+            assert!(futures::poll!(&mut send).is_pending());
+            assert_eq!(other.info().waiters.producers, 1, "registered");
+            assert_eq!(other.recv().unwrap(), b"a");
+        }
+        assert_eq!(other.info().waiters.producers, 0, "withdrawn on drop");
+        assert_eq!(other.recv().unwrap(), b"b");
+        assert_eq!(
+            other.try_recv(),
+            Err(shmq::TryRecvError::Empty),
+            "the dropped send published nothing"
+        );
+    });
+}
+
 /// How a consumer gives up on one receive, picked at random each time.
 async fn receive_or_give_up(queue: &mut AsyncQueue, rng: &mut u64) -> Option<u64> {
     match next(rng) % 4 {
@@ -128,6 +170,11 @@ fn recv_futures_dropped_at_random_points_lose_and_duplicate_nothing() {
             let tasks: Vec<_> = (0..CONSUMERS)
                 .map(|c| {
                     let mut consumer = AsyncQueue::new(queue.try_clone().unwrap()).unwrap();
+                    // One consumer parks at once, so that even its futures polled
+                    // only once are dropped while registered with the waker thread.
+                    if c == 0 {
+                        consumer.set_wait_strategy(WaitStrategy::Futex);
+                    }
                     let taken = Arc::clone(&taken);
                     tokio::spawn(async move {
                         let mut rng = 0x2545_F491_4F6C_DD1Du64 + c as u64;
@@ -213,6 +260,12 @@ fn send_futures_dropped_while_full_publish_nothing() {
             let mut n = 0u64;
             while n < MESSAGES {
                 let message = n.to_le_bytes();
+                // Half the sends park at once (dropped while registered, if full).
+                producer.set_wait_strategy(if next(&mut rng) % 2 == 0 {
+                    WaitStrategy::Futex
+                } else {
+                    WaitStrategy::default()
+                });
                 let sent = match next(&mut rng) % 3 {
                     0 => producer.send(&message).now_or_never().map(Result::unwrap),
                     1 => timeout(
@@ -374,10 +427,178 @@ fn child_role() -> bool {
                 }
                 common::say_and_wait_forever("PARKED");
             }
+            "idle" => idle_tasks(name).await,
+            "produce" => produce_blocking(name),
             other => panic!("unknown role {other}"),
         }
     });
     true
+}
+
+/// Messages each blocking producer of `produce_blocking` sends.
+const PER_PRODUCER: u64 = 5_000;
+/// Producers (threads, each its own blocking handle) in the `produce` child.
+const PRODUCERS: u64 = 2;
+
+/// Child role `produce:<name>`: blocking producers, each sending `PER_PRODUCER`
+/// messages `[producer, seq]`, pausing now and then so the consumers go idle.
+fn produce_blocking(name: &str) {
+    let threads: Vec<_> = (0..PRODUCERS)
+        .map(|p| {
+            let queue = Queue::open(name).unwrap();
+            std::thread::spawn(move || {
+                let mut rng = 0xDEAD_BEEF_0000_0001u64 + p;
+                for seq in 0..PER_PRODUCER {
+                    let mut message = [0u8; 16];
+                    message[..8].copy_from_slice(&p.to_le_bytes());
+                    message[8..].copy_from_slice(&seq.to_le_bytes());
+                    queue.send(&message).unwrap();
+                    if next(&mut rng) % 128 == 0 {
+                        std::thread::sleep(Duration::from_micros(next(&mut rng) % 2_000));
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+}
+
+#[test]
+fn async_consumers_take_every_message_of_blocking_producers_in_another_process() {
+    const TEST: &str =
+        "async_consumers_take_every_message_of_blocking_producers_in_another_process";
+    const CONSUMERS: usize = 4;
+    if child_role() {
+        return;
+    }
+    let name = unique("processes");
+    let _unlink = UnlinkOnDrop(&name);
+    let queue = Queue::create(&name, &Options::new(16, 16)).unwrap();
+    let mut producers = spawn(TEST, "produce", &name);
+    let total = (PRODUCERS * PER_PRODUCER) as usize;
+    let (_, runtime) = runtimes().into_iter().nth(1).unwrap();
+    let taken = Arc::new(AtomicUsize::new(0));
+    let received: Vec<Vec<(u64, u64)>> = runtime.block_on(async {
+        let tasks: Vec<_> = (0..CONSUMERS)
+            .map(|_| {
+                let mut consumer = AsyncQueue::new(queue.try_clone().unwrap()).unwrap();
+                let taken = Arc::clone(&taken);
+                tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    while taken.load(Ordering::Relaxed) < total {
+                        let got = timeout(Duration::from_millis(50), consumer.recv()).await;
+                        if let Ok(message) = got {
+                            let message = message.unwrap();
+                            mine.push((number(&message[..8]), number(&message[8..])));
+                            taken.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            all.push(timeout(PATIENCE * 3, task).await.expect("stuck").unwrap());
+        }
+        all
+    });
+    assert!(
+        producers.wait().unwrap().success(),
+        "the producer process failed"
+    );
+    let mut seen = HashSet::new();
+    for mine in &received {
+        for producer in 0..PRODUCERS {
+            let sequence: Vec<u64> = mine
+                .iter()
+                .filter(|(p, _)| *p == producer)
+                .map(|(_, seq)| *seq)
+                .collect();
+            assert!(
+                sequence.windows(2).all(|w| w[0] < w[1]),
+                "a consumer saw producer {producer}'s messages out of order"
+            );
+        }
+        for message in mine {
+            assert!(seen.insert(*message), "{message:?} received twice");
+        }
+    }
+    assert_eq!(seen.len(), total, "messages lost");
+}
+
+/// Child role `idle:<prefix>`: 1,000 tasks await 100 empty queues of its own; says
+/// how much CPU the whole process used over 1.5 s of that, then wakes them all.
+async fn idle_tasks(prefix: &str) {
+    const QUEUES: usize = 100;
+    const TASKS_PER_QUEUE: usize = 10;
+    let names: Vec<String> = (0..QUEUES).map(|q| format!("{prefix}-{q}")).collect();
+    let _unlink: Vec<_> = names.iter().map(|n| UnlinkOnDrop(n)).collect();
+    let queues: Vec<Queue> = names
+        .iter()
+        .map(|n| Queue::create(n, &Options::new(16, 8).max_participants(16)).unwrap())
+        .collect();
+    let mut tasks = Vec::new();
+    for queue in &queues {
+        for _ in 0..TASKS_PER_QUEUE {
+            let mut consumer = AsyncQueue::new(queue.try_clone().unwrap()).unwrap();
+            tasks.push(tokio::spawn(async move { consumer.recv().await }));
+        }
+    }
+    for queue in &queues {
+        while (queue.info().waiters.consumers as usize) < TASKS_PER_QUEUE {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let (cpu, wall) = (common::process_cpu_time(), std::time::Instant::now());
+    // A blocking sleep: this task's runtime thread is idle too.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (cpu, wall) = (common::process_cpu_time() - cpu, wall.elapsed());
+    println!(
+        "\nIDLE cpu_us={} wall_us={}",
+        cpu.as_micros(),
+        wall.as_micros()
+    );
+    for queue in &queues {
+        for _ in 0..TASKS_PER_QUEUE {
+            queue.send(b"done").unwrap();
+        }
+    }
+    for task in tasks {
+        timeout(PATIENCE, task).await.unwrap().unwrap().unwrap();
+    }
+}
+
+#[test]
+fn a_thousand_idle_tasks_use_under_two_percent_of_a_core() {
+    const TEST: &str = "a_thousand_idle_tasks_use_under_two_percent_of_a_core";
+    if child_role() {
+        return;
+    }
+    let child = spawn(TEST, "idle", &unique("idle"));
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "the idle child failed");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("IDLE ").map(|(_, rest)| rest.to_owned()))
+        .expect("the child's IDLE line");
+    let field = |key: &str| -> u128 {
+        line.split(' ')
+            .find_map(|kv| kv.strip_prefix(key))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (cpu, wall) = (field("cpu_us="), field("wall_us="));
+    eprintln!("1000 idle tasks on 100 queues: {cpu} µs CPU over {wall} µs wall");
+    assert!(wall >= 1_500_000);
+    assert!(
+        cpu * 50 < wall,
+        "idle tasks used {cpu} µs CPU in {wall} µs (>= 2%)"
+    );
 }
 
 fn spawn(test: &str, role: &str, name: &str) -> Child {

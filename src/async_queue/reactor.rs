@@ -1,6 +1,6 @@
-//! The process's waker thread: one thread, started by the first [`AsyncQueue`]
-//! (`super::AsyncQueue`), sleeps on the wait words of every segment that some task
-//! awaits and wakes those tasks' [`Waker`]s when a word's epoch moves.
+//! The process's waker thread: one thread, started by the first
+//! [`AsyncQueue`](super::AsyncQueue), sleeps on the wait words of every segment that
+//! some task awaits and wakes those tasks' [`Waker`]s when a word's epoch moves.
 //!
 //! # Why this design
 //! A segment's futex word lives in shared memory: it is not a file descriptor, so it
@@ -38,9 +38,9 @@
 //! kernel without `futex_waitv` it falls back to the same millisecond rechecks.
 //! While any task waits, the thread also wakes every [`TICK`] to look for claims
 //! left outstanding (a peer that died mid-operation, which no wake-up announces)
-//! and wakes the tasks of those segments, which sweep.
+//! and wakes one task per such segment and direction, which sweeps.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
@@ -213,7 +213,10 @@ impl Reactor {
             let now = Instant::now();
             let (to_wake, watch) = self.scan(now);
             for waker in to_wake {
-                waker.wake();
+                // An executor's waker that panics must not take down the thread
+                // every task of the process relies on: the panic is reported by the
+                // hook and the rest are still woken.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()));
             }
             let watched = if waitv_supported {
                 watch.words.len().min(FUTEX_WAITV_MAX - 1)
@@ -255,6 +258,8 @@ impl Reactor {
         let next_tick = state.next_tick;
         // Per segment, whether a claim is outstanding (asked once per tick).
         let mut outstanding: HashMap<usize, bool> = HashMap::new();
+        // Segments and directions one of whose tasks this tick wakes.
+        let mut nudged: HashSet<(usize, bool)> = HashSet::new();
         let mut to_wake = Vec::new();
         let mut watch = Watch {
             words: Vec::new(),
@@ -269,13 +274,19 @@ impl Reactor {
             // its SeqCst epoch load synchronises with the bump).
             let current = epoch_word(&*entry.segment, entry.direction).load(Ordering::Relaxed);
             let recheck = entry.recheck_at.is_some_and(|at| now >= at);
-            let stalled = tick
-                && *outstanding
-                    .entry(Arc::as_ptr(&entry.segment) as usize)
-                    .or_insert_with(|| {
-                        ShmRing::observer(Arc::clone(&entry.segment), entry.platform.clone())
-                            .outstanding_claims()
-                    });
+            // On a tick, one task per segment and direction with a claim outstanding
+            // (its sweep repairs what a dead peer left, and a repair wakes the rest
+            // through the epoch): a live peer holding a message for long costs one
+            // poll per tick, not one per waiting task.
+            let key = (
+                Arc::as_ptr(&entry.segment) as usize,
+                entry.direction == Direction::NotEmpty,
+            );
+            let stalled =
+                tick && *outstanding.entry(key.0).or_insert_with(|| {
+                    ShmRing::observer(Arc::clone(&entry.segment), entry.platform.clone())
+                        .outstanding_claims()
+                }) && nudged.insert(key);
             if current != entry.epoch || recheck || stalled {
                 to_wake.extend(entry.waker.take());
                 continue;

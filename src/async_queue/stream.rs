@@ -8,7 +8,8 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 use futures_sink::Sink;
 
-use super::{attempt_recv, send_outcome, AsyncQueue, OpState};
+use super::poll::{attempt_recv, send_outcome, OpState, Sweep};
+use super::AsyncQueue;
 use crate::error::{RecvError, SendError, TrySendError};
 use crate::handle::blocking_send_error;
 use crate::ring::Direction;
@@ -19,7 +20,7 @@ impl AsyncQueue {
         &mut self,
         cx: &mut Context<'_>,
         direction: Direction,
-        attempt: &mut dyn FnMut(&crate::Queue, super::Sweep) -> Option<T>,
+        attempt: &mut dyn FnMut(&crate::Queue, Sweep) -> Option<T>,
     ) -> Poll<T> {
         let mut op = std::mem::take(&mut self.stream_op);
         let polled = self.poll_op(cx, direction, &mut op, attempt);
