@@ -76,6 +76,9 @@ struct State {
     next_tick: Instant,
     /// Whether the thread has been started.
     started: bool,
+    /// The words (segment, direction is not-empty, epoch) the thread sleeps on
+    /// since its last scan: a registration on one of them needs no rescan.
+    watching: HashSet<(usize, bool, u32)>,
 }
 
 /// A task waiting on one segment's word.
@@ -110,6 +113,7 @@ pub(crate) fn reactor() -> std::io::Result<&'static Reactor> {
             next_key: 0,
             next_tick: Instant::now(),
             started: false,
+            watching: HashSet::new(),
         }),
         changes: AtomicU32::new(0),
     });
@@ -142,8 +146,17 @@ impl Reactor {
         waker: &Waker,
         recheck_at: Option<Instant>,
     ) -> Key {
-        let key = {
+        let (key, covered) = {
             let mut state = self.lock();
+            // Already watched with this epoch, and no recheck to schedule: the
+            // thread's sleep covers this registration too (a bump of the word wakes
+            // it, and its scan then finds this entry).
+            let covered = recheck_at.is_none()
+                && state.watching.contains(&(
+                    Arc::as_ptr(ring.memory()) as usize,
+                    direction == Direction::NotEmpty,
+                    epoch,
+                ));
             let key = state.next_key;
             state.next_key += 1;
             state.entries.insert(
@@ -157,9 +170,11 @@ impl Reactor {
                     recheck_at,
                 },
             );
-            key
+            (key, covered)
         };
-        self.announce_change();
+        if !covered {
+            self.announce_change();
+        }
         key
     }
 
@@ -211,7 +226,12 @@ impl Reactor {
             // Relaxed: see `announce_change`.
             let changes = self.changes.load(Ordering::Relaxed);
             let now = Instant::now();
-            let (to_wake, watch) = self.scan(now);
+            let max_words = if waitv_supported {
+                FUTEX_WAITV_MAX - 1
+            } else {
+                0
+            };
+            let (to_wake, watch) = self.scan(now, max_words);
             for waker in to_wake {
                 // An executor's waker that panics must not take down the thread
                 // every task of the process relies on: the panic is reported by the
@@ -249,7 +269,7 @@ impl Reactor {
 
     /// Takes the wakers of every registration whose epoch moved or whose recheck is
     /// due, and lists the words to sleep on for the rest.
-    fn scan(&self, now: Instant) -> (Vec<Waker>, Watch) {
+    fn scan(&self, now: Instant, max_words: usize) -> (Vec<Waker>, Watch) {
         let mut state = self.lock();
         let tick = !state.entries.is_empty() && now >= state.next_tick;
         if tick {
@@ -260,6 +280,8 @@ impl Reactor {
         let mut outstanding: HashMap<usize, bool> = HashMap::new();
         // Segments and directions one of whose tasks this tick wakes.
         let mut nudged: HashSet<(usize, bool)> = HashSet::new();
+        // Segments and directions already in `watch`.
+        let mut watched: HashSet<(usize, bool)> = HashSet::new();
         let mut to_wake = Vec::new();
         let mut watch = Watch {
             words: Vec::new(),
@@ -294,15 +316,27 @@ impl Reactor {
             if let Some(at) = entry.recheck_at {
                 watch.deadline = Some(watch.deadline.map_or(at, |d| d.min(at)));
             }
-            let same_word = |(segment, direction, _): &(Arc<Segment>, Direction, u32)| {
-                Arc::ptr_eq(segment, &entry.segment) && *direction == entry.direction
-            };
-            if !watch.words.iter().any(same_word) {
+            // One word per segment and direction: if two registrations on it hold
+            // different epochs, the older is stale, and sleeping on it returns at
+            // once (then the next scan wakes its task).
+            if watched.insert(key) {
                 watch
                     .words
                     .push((Arc::clone(&entry.segment), entry.direction, entry.epoch));
             }
         }
+        state.watching = watch
+            .words
+            .iter()
+            .take(max_words)
+            .map(|(segment, direction, epoch)| {
+                (
+                    Arc::as_ptr(segment) as usize,
+                    *direction == Direction::NotEmpty,
+                    *epoch,
+                )
+            })
+            .collect();
         if !watch.words.is_empty() {
             watch.deadline = Some(watch.deadline.map_or(next_tick, |d| d.min(next_tick)));
         }
