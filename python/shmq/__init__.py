@@ -12,11 +12,19 @@ another consumer.
 import atexit as _atexit
 import os as _os
 
-from ._errors import Error, InvalidOptions, MessageTooLarge, QueueClosed, SegmentNotFound
+from ._errors import (
+    DecodeError,
+    Error,
+    InvalidOptions,
+    MessageTooLarge,
+    QueueClosed,
+    SegmentNotFound,
+)
 from ._shmq import HeldView, Queue, unlink
 from ._shmq import _after_fork_in_child, _unlink_private_segments
 
 __all__ = [
+    "DecodeError",
     "Error",
     "HeldView",
     "InvalidOptions",

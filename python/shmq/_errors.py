@@ -22,3 +22,18 @@ class InvalidOptions(Error, ValueError):
 
 class QueueClosed(Error, ValueError):
     """The queue was closed in this process (``close()``): open it again to use it."""
+
+
+class DecodeError(Error, ValueError):
+    """A received message could not be unpickled (or decoded by the queue's ``loads``).
+
+    Nothing is lost: the message was taken from the queue, and its bytes are here.
+    ``data`` holds the bytes of the (first) message that failed; ``__cause__`` is
+    the decoder's exception. From ``get_many``, ``objects`` holds every message of
+    the batch that did decode, in order, and ``undecodable`` a ``(position, bytes)``
+    pair for each that did not.
+    """
+
+    data = b""
+    objects = ()
+    undecodable = ()

@@ -15,6 +15,7 @@ pub(crate) enum Kind {
     SegmentNotFound,
     InvalidOptions,
     QueueClosed,
+    DecodeError,
 }
 
 impl Kind {
@@ -26,6 +27,7 @@ impl Kind {
         static NOT_FOUND: PyOnceLock<Py<PyType>> = PyOnceLock::new();
         static INVALID: PyOnceLock<Py<PyType>> = PyOnceLock::new();
         static CLOSED: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+        static DECODE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
         let (cell, module, name) = match self {
             Kind::Full => (&FULL, "queue", "Full"),
             Kind::Empty => (&EMPTY, "queue", "Empty"),
@@ -34,6 +36,7 @@ impl Kind {
             Kind::SegmentNotFound => (&NOT_FOUND, "shmq._errors", "SegmentNotFound"),
             Kind::InvalidOptions => (&INVALID, "shmq._errors", "InvalidOptions"),
             Kind::QueueClosed => (&CLOSED, "shmq._errors", "QueueClosed"),
+            Kind::DecodeError => (&DECODE, "shmq._errors", "DecodeError"),
         };
         cell.import(py, module, name)
     }
@@ -88,4 +91,47 @@ pub(crate) fn recv_error(e: shmq::RecvError) -> PyErr {
         shmq::RecvError::Timeout => Kind::Empty.err("timed out: no message arrived"),
         _ => Kind::Error.err(e.to_string()),
     }
+}
+
+/// `shmq.DecodeError` for messages the decoder refused, so that nothing taken from the
+/// queue is lost: `data` is the first refused message's bytes, `objects` what did
+/// decode (in order) and `undecodable` a `(position, bytes)` pair per refusal;
+/// `cause` (the first refusal) becomes `__cause__`. A refusal that is not an
+/// `Exception` (`KeyboardInterrupt`, `SystemExit`) is passed on as it is.
+pub(crate) fn decode_error(
+    py: Python<'_>,
+    cause: PyErr,
+    objects: Vec<Py<PyAny>>,
+    undecodable: Vec<(usize, Vec<u8>)>,
+) -> PyErr {
+    if !cause.is_instance_of::<pyo3::exceptions::PyException>(py) {
+        return cause;
+    }
+    let Some((_, first)) = undecodable.first() else {
+        return cause;
+    };
+    let message = format!(
+        "could not decode {} received message(s) ({cause}); nothing is lost: the \
+         exception's `data` holds the first one's {} bytes, `undecodable` every one \
+         with its position, and `objects` those that did decode",
+        undecodable.len(),
+        first.len()
+    );
+    let err = Kind::DecodeError.err(message);
+    let value = err.value(py);
+    let attributes = (|| -> PyResult<()> {
+        value.setattr("data", pyo3::types::PyBytes::new(py, first))?;
+        value.setattr("objects", pyo3::types::PyList::new(py, objects)?)?;
+        let pairs = undecodable
+            .iter()
+            .map(|(i, bytes)| (*i, pyo3::types::PyBytes::new(py, bytes)))
+            .collect::<Vec<_>>();
+        value.setattr("undecodable", pyo3::types::PyList::new(py, pairs)?)?;
+        Ok(())
+    })();
+    if let Err(e) = attributes {
+        return e;
+    }
+    err.set_cause(py, Some(cause));
+    err
 }

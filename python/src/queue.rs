@@ -117,6 +117,13 @@ impl Queue {
         }
     }
 
+    /// The object in `message`, or a `shmq.DecodeError` holding its bytes.
+    fn decode(&self, py: Python<'_>, message: &[u8]) -> PyResult<Py<PyAny>> {
+        self.codec.decode(py, message).map_err(|cause| {
+            errors::decode_error(py, cause, Vec::new(), vec![(0, message.to_vec())])
+        })
+    }
+
     /// Receives one message, waiting as `patience` says, and makes a Python object of
     /// it with `read` while it is still in its slot.
     fn receive(&self, py: Python<'_>, patience: Patience, read: &Read<'_>) -> PyResult<Py<PyAny>> {
@@ -358,14 +365,12 @@ impl Queue {
     #[pyo3(signature = (block=true, timeout=None))]
     fn get(&self, py: Python<'_>, block: bool, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
         let patience = Patience::from_args(block, timeout)?;
-        self.receive(py, patience, &|py, bytes| self.codec.decode(py, bytes))
+        self.receive(py, patience, &|py, bytes| self.decode(py, bytes))
     }
 
     /// `get(block=False)`.
     fn get_nowait(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.receive(py, Patience::Never, &|py, bytes| {
-            self.codec.decode(py, bytes)
-        })
+        self.receive(py, Patience::Never, &|py, bytes| self.decode(py, bytes))
     }
 
     /// Removes and returns the next message as `bytes`, without unpickling.
@@ -400,8 +405,9 @@ impl Queue {
 
     /// Removes and returns a list of up to `max_messages` objects: waits (as `get`
     /// does) for the first, then takes whatever else is already there. The messages
-    /// are taken before they are unpickled: if unpickling one raises, the error is
-    /// raised and the messages taken with it are gone.
+    /// are taken before they are unpickled: if unpickling any raises, the batch comes
+    /// back in a `shmq.DecodeError` (`objects`: those that decoded, in order;
+    /// `undecodable`: `(position, bytes)` of the others), so nothing is lost.
     #[pyo3(signature = (max_messages=BATCH, block=true, timeout=None))]
     fn get_many<'py>(
         &self,
@@ -417,11 +423,22 @@ impl Queue {
         }
         let patience = Patience::from_args(block, timeout)?;
         let messages = self.receive_many(py, max_messages, patience)?;
-        let objects = messages
-            .iter()
-            .map(|m| self.codec.decode(py, m.as_bytes()))
-            .collect::<PyResult<Vec<_>>>()?;
-        PyList::new(py, objects)
+        let mut objects = Vec::with_capacity(messages.len());
+        let mut undecodable = Vec::new();
+        let mut first_refusal = None;
+        for (position, message) in messages.iter().enumerate() {
+            match self.codec.decode(py, message.as_bytes()) {
+                Ok(object) => objects.push(object),
+                Err(e) => {
+                    undecodable.push((position, message.as_bytes().to_vec()));
+                    first_refusal.get_or_insert(e);
+                }
+            }
+        }
+        match first_refusal {
+            None => PyList::new(py, objects),
+            Some(cause) => Err(errors::decode_error(py, cause, objects, undecodable)),
+        }
     }
 
     /// Receives the next message without copying it: use as ``with q.get_view() as

@@ -212,3 +212,36 @@ def test_type_stubs_describe_every_public_method():
         for method in public:
             if not method.startswith("_"):
                 assert getattr(cls, method).__doc__, f"{cls.__name__}.{method} has no docstring"
+
+
+def refuse_bad(data):
+    if data == b"bad":
+        raise ValueError("not decodable")
+    return data.decode()
+
+
+def test_an_undecodable_message_is_handed_back_in_the_error_not_lost():
+    q = shmq.Queue(dumps=lambda obj: obj.encode(), loads=refuse_bad)
+    q.put("one")
+    q.put_bytes(b"bad")
+    q.put("three")
+    assert q.get() == "one"
+    with pytest.raises(shmq.DecodeError) as refused:
+        q.get()
+    assert refused.value.data == b"bad"
+    assert isinstance(refused.value.__cause__, ValueError)
+    assert isinstance(refused.value, ValueError)
+    assert q.get_nowait() == "three"
+
+
+def test_get_many_hands_back_a_batch_with_an_undecodable_message_whole():
+    q = shmq.Queue(dumps=lambda obj: obj.encode(), loads=refuse_bad)
+    q.put_many(["a", "b"])
+    q.put_bytes(b"bad")
+    q.put("c")
+    with pytest.raises(shmq.DecodeError) as refused:
+        q.get_many(10)
+    assert list(refused.value.objects) == ["a", "b", "c"]
+    assert [tuple(pair) for pair in refused.value.undecodable] == [(2, b"bad")]
+    assert refused.value.data == b"bad"
+    assert q.empty()
