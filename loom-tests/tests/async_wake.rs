@@ -81,6 +81,26 @@ fn waker_thread(
     }
 }
 
+/// Starts the waker thread for one task waiting in `direction`: returns where the
+/// task hands it epochs (`None`: done), the task's stand-in `Waker`, and the thread.
+fn start_waker(
+    memory: std::sync::Arc<shmq::model::HeapMemory>,
+    platform: ModelPlatform,
+    direction: Direction,
+) -> (
+    loom::sync::mpsc::Sender<Handover>,
+    Arc<Notify>,
+    thread::JoinHandle<()>,
+) {
+    let (handover, handed) = channel::<Handover>();
+    let woken = Arc::new(Notify::new());
+    let waker = {
+        let woken = woken.clone();
+        thread::spawn(move || waker_thread(memory, platform, direction, handed, woken))
+    };
+    (handover, woken, waker)
+}
+
 /// A task awaits one message on an empty ring while a producer sends it. Asserts it
 /// arrives; a lost wake-up is a deadlock.
 ///
@@ -96,14 +116,7 @@ fn task_awaiting_an_empty_ring_is_woken_through_the_waker_thread() {
             let (memory, platform, mut rings) = ring(2, 2, NEAR_WRAP);
             let consumer = rings.pop().unwrap();
             let producer = rings.pop().unwrap();
-            let (handover, handed) = channel::<Handover>();
-            let woken = Arc::new(Notify::new());
-            let waker = {
-                let woken = woken.clone();
-                thread::spawn(move || {
-                    waker_thread(memory, platform, Direction::NotEmpty, handed, woken)
-                })
-            };
+            let (handover, woken, waker) = start_waker(memory, platform, Direction::NotEmpty);
             let task = thread::spawn(move || {
                 let mut spin = Spin::default();
                 let message: Message = loop {
@@ -137,14 +150,7 @@ fn task_awaiting_twice_is_woken_each_time() {
         let (memory, platform, mut rings) = ring(2, 2, NEAR_WRAP);
         let consumer = rings.pop().unwrap();
         let producer = rings.pop().unwrap();
-        let (handover, handed) = channel::<Handover>();
-        let woken = Arc::new(Notify::new());
-        let waker = {
-            let woken = woken.clone();
-            thread::spawn(move || {
-                waker_thread(memory, platform, Direction::NotEmpty, handed, woken)
-            })
-        };
+        let (handover, woken, waker) = start_waker(memory, platform, Direction::NotEmpty);
         let task = thread::spawn(move || {
             let mut spin = Spin::default();
             let mut got = Vec::new();
@@ -182,14 +188,7 @@ fn task_awaiting_a_full_ring_is_woken_through_the_waker_thread() {
             let producer = rings.pop().unwrap();
             producer.try_send(&[0, 0]).unwrap();
             producer.try_send(&[0, 1]).unwrap();
-            let (handover, handed) = channel::<Handover>();
-            let woken = Arc::new(Notify::new());
-            let waker = {
-                let woken = woken.clone();
-                thread::spawn(move || {
-                    waker_thread(memory, platform, Direction::NotFull, handed, woken)
-                })
-            };
+            let (handover, woken, waker) = start_waker(memory, platform, Direction::NotFull);
             let task = thread::spawn(move || {
                 let mut spin = Spin::default();
                 loop {
