@@ -205,11 +205,7 @@ fn recv_futures_dropped_at_random_points_lose_and_duplicate_nothing() {
                     })
                 })
                 .collect();
-            let mut all = Vec::new();
-            for task in tasks {
-                all.push(timeout(PATIENCE * 3, task).await.expect("stuck").unwrap());
-            }
-            all
+            join_all(tasks).await
         });
         producer.join().unwrap();
         let mut seen = HashSet::new();
@@ -499,11 +495,7 @@ fn async_consumers_take_every_message_of_blocking_producers_in_another_process()
                 })
             })
             .collect();
-        let mut all = Vec::new();
-        for task in tasks {
-            all.push(timeout(PATIENCE * 3, task).await.expect("stuck").unwrap());
-        }
-        all
+        join_all(tasks).await
     });
     assert!(
         producers.wait().unwrap().success(),
@@ -663,4 +655,13 @@ fn a_killed_process_with_parked_tasks_leaves_no_waiter_behind() {
     queue.send(b"after").unwrap();
     let got = runtime.block_on(async { timeout(PATIENCE, consumer.recv()).await });
     assert_eq!(got.unwrap().unwrap(), b"after");
+}
+
+/// Each task's result, in order; a task still running after three patiences is stuck.
+async fn join_all<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut all = Vec::new();
+    for task in tasks {
+        all.push(timeout(PATIENCE * 3, task).await.expect("stuck").unwrap());
+    }
+    all
 }
