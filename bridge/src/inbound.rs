@@ -121,6 +121,22 @@ async fn deliver(
     if message.info().is_ok_and(|info| info.delivered > 1) {
         Stats::bump(&stats.duplicates);
     }
+    Stats::bump(&stats.in_flight);
+    let outcome = send_then_ack(queue, message, settings, stats, shutdown).await;
+    stats
+        .in_flight
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    outcome
+}
+
+/// [`deliver`]'s work, once the message is counted in flight.
+async fn send_then_ack(
+    queue: &mut AsyncQueue,
+    message: &Message,
+    settings: Settings,
+    stats: &Stats,
+    shutdown: &mut Shutdown,
+) -> Result<(), BridgeError> {
     let progress_every = (settings.ack_wait / 3).max(Duration::from_millis(100));
     let sent = loop {
         tokio::select! {

@@ -143,7 +143,12 @@ async fn bridge(cli: Cli) -> Result<(), BridgeError> {
     let Some(queue) = shmq_bridge::attach(&common.segment, open, &shutdown).await? else {
         return Ok(());
     };
-    let client = nats::connect(&endpoint).await?;
+    // The first connection is retried until it succeeds: a signal meanwhile stops.
+    let mut waiting = shutdown.clone();
+    let client = tokio::select! {
+        connected = nats::connect(&endpoint) => connected?,
+        () = waiting.stopping() => return Ok(()),
+    };
     let context = async_nats::jetstream::new(client.clone());
     let stream = nats::stream(&context, &endpoint).await?;
 
