@@ -24,7 +24,7 @@ pub enum BridgeError {
         source: std::io::Error,
     },
     /// The stream could not be found or created.
-    #[error("cannot find or create the JetStream stream `{stream}` for subject `{subject}`: {detail}; check that the server runs with JetStream (-js), that the account may create streams, and that no other stream claims the subject")]
+    #[error("cannot find or create the JetStream stream `{stream}` for subject `{subject}`: {detail}; check that the server is reachable (--server) and runs with JetStream (-js), that the account may create streams, and that no other stream claims the subject")]
     Stream {
         /// The stream name.
         stream: String,

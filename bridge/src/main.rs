@@ -143,15 +143,19 @@ async fn bridge(cli: Cli) -> Result<(), BridgeError> {
     let Some(queue) = shmq_bridge::attach(&common.segment, open, &shutdown).await? else {
         return Ok(());
     };
-    // The first connection is retried until it succeeds: a signal meanwhile stops.
+    // Setting up waits for the server (the first connection is retried, the
+    // stream request times out after a while); a signal meanwhile stops.
+    let setup = async {
+        let client = nats::connect(&endpoint).await?;
+        let context = async_nats::jetstream::new(client.clone());
+        let stream = nats::stream(&context, &endpoint).await?;
+        Ok::<_, BridgeError>((client, context, stream))
+    };
     let mut waiting = shutdown.clone();
-    let client = tokio::select! {
-        connected = nats::connect(&endpoint) => connected?,
+    let (client, context, stream) = tokio::select! {
+        ready = setup => ready?,
         () = waiting.stopping() => return Ok(()),
     };
-    let context = async_nats::jetstream::new(client.clone());
-    let stream = nats::stream(&context, &endpoint).await?;
-
     let stats = Arc::new(Stats::default());
     let interval = seconds("stats-interval", common.stats_interval)?;
     let name = match cli.direction {
