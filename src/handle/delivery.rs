@@ -72,6 +72,32 @@ impl<'q> Delivery<'q> {
         self.message.returns() != 0
     }
 
+    /// The message's position in the segment: the count of messages sent to the
+    /// segment before it (modulo 2^63). A redelivered message keeps its position, and
+    /// no other message of the segment takes it, so [`Queue::created`] and the
+    /// position name a message for the segment's life: an idempotency key, such as
+    /// a broker's de-duplication id.
+    ///
+    /// ```
+    /// use shmq::{Options, Queue};
+    /// # let name = "doc-position";
+    /// let mut queue = Queue::create(name, &Options::new(4, 16))?;
+    /// queue.send_batch(&[&b"first"[..], b"second"])?;
+    /// assert_eq!(queue.receive()?.position(), 0);
+    /// let second = queue.receive()?;
+    /// let position = second.position();
+    /// assert_eq!(position, 1);
+    /// second.abandon().unwrap();
+    /// let again = queue.receive()?; // after the next sweep
+    /// assert_eq!((again.position(), again.deliveries()), (position, 2));
+    /// # drop(again);
+    /// # Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn position(&self) -> u64 {
+        self.message.position()
+    }
+
     /// Gives the message back unacknowledged, for another delivery: a consumer sweep
     /// (another consumer's, or this handle's own next receive on an empty queue;
     /// within about 50 ms when consumers are idle) takes it over and delivers it

@@ -226,6 +226,26 @@ impl Queue {
         self.ring.memory().name()
     }
 
+    /// When the segment was created, by its creator's clock (nanoseconds). With the
+    /// name it tells this segment from an earlier or later one of the same name:
+    /// together with [`Delivery::position`] it names a message for the segment's
+    /// life. Read from the shared segment, so a hostile peer could have forged it.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// # let name = "doc-created";
+    /// let queue = shmq::Queue::create(name, &shmq::Options::new(2, 8))?;
+    /// let age = SystemTime::now().duration_since(queue.created()).unwrap_or_default();
+    /// assert!(age < Duration::from_secs(60));
+    /// assert_eq!(shmq::Queue::open(name)?.created(), queue.created());
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn created(&self) -> std::time::SystemTime {
+        let nanos = self.ring.memory().identity().creation_time_ns;
+        std::time::SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos)
+    }
+
     /// The message type the segment was created for by a typed queue
     /// (`TypedQueue`, cargo feature `zerocopy`), or `None` if it is untyped. Any handle
     /// may still send and receive bytes on a typed segment.

@@ -754,6 +754,13 @@ impl<M: RingMemory, P: Platform> Received<'_, M, P> {
         }
     }
 
+    /// The message's position in the ring (modulo 2^63): the same for every
+    /// delivery of the message, never reused by another message for the next 2^63
+    /// sends.
+    pub fn position(&self) -> u64 {
+        self.claimed.pos
+    }
+
     /// How many times this message was given back unfinished (a consumer died
     /// holding it, or abandoned it) before this delivery.
     pub fn returns(&self) -> u32 {
