@@ -104,16 +104,16 @@ fn attach(segment: Arc<Segment>, fd: std::os::fd::OwnedFd, role: Role) -> Result
             start_time,
         )
     };
-    let core = match register() {
-        Some(core) => core,
-        None => {
-            // The table may be full of dead handles' records: free them through a
-            // temporary publisher record if one can be had... none can; report.
-            return Err(Error::ParticipantTableFull {
-                name: segment.name().to_owned(),
-                max: segment.identity().max_participants,
-            });
-        }
+    let core = register().or_else(|| {
+        // The table may be full of dead handles' records: free them, then retry once.
+        super::recovery::free_dead_records(&segment, &platform, None);
+        register()
+    });
+    let Some(core) = core else {
+        return Err(Error::ParticipantTableFull {
+            name: segment.name().to_owned(),
+            max: segment.identity().max_participants,
+        });
     };
     // Repair what dead handles left and free their records.
     core.housekeeping();

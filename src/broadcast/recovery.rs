@@ -19,6 +19,84 @@ use crate::layout::{
 use crate::ring::Platform;
 use crate::sync::Ordering;
 
+/// Frees the records of dead handles that hold no outstanding claim, without a
+/// record of one's own (a full table at attach). A dead publisher whose claim is
+/// outstanding is left for a sweep, which repairs its slot first. Returns how many
+/// it freed.
+///
+/// `me` is the caller's own record, if it has one: never judged (its own liveness
+/// lock can be taken again through its own descriptor, so it would look dead).
+pub fn free_dead_records<M: BroadcastMemory, P: Platform>(
+    memory: &M,
+    platform: &P,
+    me: Option<u64>,
+) -> u32 {
+    let mut freed = 0;
+    for index in 0..memory.geometry().max_participants {
+        let record = memory.record(index);
+        // Relaxed: a first look; decided holding the record's lock.
+        if Some(index) == me || record.state.load(Ordering::Relaxed) != participant::ACTIVE {
+            continue;
+        }
+        let Some(_owner) = platform.try_own(index) else {
+            continue;
+        };
+        // Relaxed: ordered by the lock (the death check orders the dead owner's
+        // last stores before these loads).
+        let claim = record.claim.load(Ordering::Relaxed);
+        let publisher = record.role.load(Ordering::Relaxed) == role::PUBLISHER;
+        if record.state.load(Ordering::Relaxed) != participant::ACTIVE
+            || (publisher && claim_outstanding(memory, claim))
+        {
+            continue;
+        }
+        free_record(memory, record);
+        freed += 1;
+    }
+    freed
+}
+
+/// Whether a claim at `pos` is outstanding: the tail has moved past it and its slot
+/// is not yet published with it.
+fn claim_outstanding<M: BroadcastMemory>(memory: &M, pos: u64) -> bool {
+    if pos == CLAIM_NONE {
+        return false;
+    }
+    // SeqCst (an acquire): pairs with the claimer's CAS, so its record store is
+    // visible (the proof above).
+    let tail = memory.shared().tail.value.load(Ordering::SeqCst);
+    let slot = memory.slot(pos & memory.geometry().mask());
+    // Relaxed: what orders it is what the caller did before (the death check, or
+    // the Acquire loads of the live records for the second look).
+    let stamp = slot.stamp.load(Ordering::Relaxed);
+    pos_diff(tail, pos) > 0 && matches!(compare_stamp(stamp, pos), Stamp::Before | Stamp::Writing)
+}
+
+/// Returns a dead participant's record to the free list (its liveness lock is held
+/// by the caller, which releases it after).
+fn free_record<M: BroadcastMemory>(memory: &M, record: &BroadcastRecord) {
+    let shared = memory.shared();
+    // Relaxed: the owner is dead; registrants wait for our release of its lock.
+    let counted = record.waiting.swap(0, Ordering::Relaxed);
+    if counted & waiting::NOT_EMPTY != 0 {
+        // Relaxed: returning a leaked count can only remove a spare wake-up.
+        shared.not_empty.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+    if counted & waiting::NOT_FULL != 0 {
+        // Relaxed: as above.
+        shared.not_full.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+    // Relaxed: ordered for registrants by the liveness lock; other sweepers read it
+    // under the recovery lock.
+    record.claim.store(CLAIM_NONE, Ordering::Relaxed);
+    // SeqCst: as in `unregister`, gate scans stop counting it.
+    record.role.store(role::NONE, Ordering::SeqCst);
+    // Relaxed: ordered by the liveness lock, as above.
+    record.state.store(participant::FREE, Ordering::Relaxed);
+    // Relaxed: a statistic.
+    shared.stats.freed.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Finds a free record and takes it: its liveness lock, then FREE → ACTIVE.
 fn claim_record<M: BroadcastMemory, P: Platform>(
     memory: &M,
@@ -230,21 +308,8 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
         })
     }
 
-    /// Whether a claim at `pos` is outstanding: the tail has moved past it and its
-    /// slot is not yet published with it.
     fn outstanding(&self, pos: u64) -> bool {
-        if pos == CLAIM_NONE {
-            return false;
-        }
-        // SeqCst (an acquire): pairs with the claimer's CAS, so its record store is
-        // visible (the proof above).
-        let tail = self.memory.shared().tail.value.load(Ordering::SeqCst);
-        let (_, slot) = self.slot_at(pos);
-        // Relaxed: what orders it is what the caller did before (the death check,
-        // or the Acquire loads of the live records for the second look).
-        let stamp = slot.stamp.load(Ordering::Relaxed);
-        pos_diff(tail, pos) > 0
-            && matches!(compare_stamp(stamp, pos), Stamp::Before | Stamp::Writing)
+        claim_outstanding(&self.memory, pos)
     }
 
     /// The proof, in its order: outstanding, no live publisher claims it, still
@@ -294,29 +359,8 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
         1
     }
 
-    /// Returns a dead participant's record to the free list (its liveness lock is
-    /// held by the caller, which releases it after).
     fn free_record(&self, record: &BroadcastRecord) {
-        let shared = self.memory.shared();
-        // Relaxed: the owner is dead; registrants wait for our release of its lock.
-        let counted = record.waiting.swap(0, Ordering::Relaxed);
-        if counted & waiting::NOT_EMPTY != 0 {
-            // Relaxed: returning a leaked count can only remove a spare wake-up.
-            shared.not_empty.waiters.fetch_sub(1, Ordering::Relaxed);
-        }
-        if counted & waiting::NOT_FULL != 0 {
-            // Relaxed: as above.
-            shared.not_full.waiters.fetch_sub(1, Ordering::Relaxed);
-        }
-        // Relaxed: ordered for registrants by the liveness lock; other sweepers read
-        // it under the recovery lock.
-        record.claim.store(CLAIM_NONE, Ordering::Relaxed);
-        // SeqCst: as in `unregister`, gate scans stop counting it.
-        record.role.store(role::NONE, Ordering::SeqCst);
-        // Relaxed: ordered by the liveness lock, as above.
-        record.state.store(participant::FREE, Ordering::Relaxed);
-        // Relaxed: a statistic.
-        shared.stats.freed.fetch_add(1, Ordering::Relaxed);
+        free_record(&self.memory, record);
     }
 
     /// Frees every dead participant's record that holds nothing outstanding, and
@@ -324,24 +368,7 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
     /// a clean table). Asks the platform about every active record.
     pub fn housekeeping(&self) {
         self.sweep();
-        for index in 0..self.memory.geometry().max_participants {
-            let record = self.memory.record(index);
-            // Relaxed: a first look; decided under the record's lock.
-            if index == self.me || record.state.load(Ordering::Relaxed) != participant::ACTIVE {
-                continue;
-            }
-            let Some(_owner) = self.platform.try_own(index) else {
-                continue;
-            };
-            // Relaxed: ordered by the lock (and the claim by the death check).
-            let claim = record.claim.load(Ordering::Relaxed);
-            if record.state.load(Ordering::Relaxed) == participant::ACTIVE
-                && !(record.role.load(Ordering::Relaxed) == role::PUBLISHER
-                    && self.outstanding(claim))
-            {
-                self.free_record(record);
-            }
-        }
+        free_dead_records(&self.memory, &self.platform, Some(self.me));
     }
 
     /// Crash hook for the loom models: a publisher runs the shipped claim step and
