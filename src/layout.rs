@@ -182,6 +182,7 @@ pub enum LayoutKind {
 
 impl LayoutKind {
     /// The header word for this kind.
+    #[cfg_attr(loom, allow(dead_code))] // segments only
     pub fn code(self) -> u64 {
         match self {
             LayoutKind::WorkQueue => kind::WORK_QUEUE,
@@ -201,6 +202,7 @@ impl LayoutKind {
     }
 
     /// How error messages name it.
+    #[cfg_attr(loom, allow(dead_code))] // segments only
     pub fn describe(self) -> &'static str {
         match self {
             LayoutKind::WorkQueue => "work queue",

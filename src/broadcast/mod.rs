@@ -40,8 +40,8 @@ pub use crate::layout::SlowSubscriber;
 pub use error::{PublishError, RecvError, TryPublishError, TryRecvError};
 #[cfg(not(loom))]
 pub use handle::{Publisher, Subscriber};
-pub(crate) use ring::initialise;
-pub(crate) use ring::BroadcastMemory;
+#[cfg(not(loom))]
+pub(crate) use ring::{initialise, BroadcastMemory};
 
 /// The algorithm's own types, for the loom models (`--cfg loom` builds only).
 #[cfg(loom)]
