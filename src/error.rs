@@ -22,6 +22,19 @@ use crate::layout::{LAYOUT_VERSION, MAGIC, MAX_PARTICIPANTS};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The segment is of another kind than the handle opens (a broadcast segment
+    /// opened as a work queue, or the reverse).
+    #[error("segment `{name}` is a {found} segment; this handle opens {expected} segments: open it with {hint}, or use another name")]
+    WrongKind {
+        /// The segment's name.
+        name: String,
+        /// What the segment is.
+        found: &'static str,
+        /// What the handle expected.
+        expected: &'static str,
+        /// The handle types that open it.
+        hint: &'static str,
+    },
     /// No segment has this name.
     #[error(
         "no shmq segment named `{name}`: create it first (Queue::create or `shmq create {name}`)"
@@ -256,6 +269,9 @@ pub enum HeaderProblem {
     /// The state word is neither ready nor (after waiting) going to be.
     #[error("state word is {0:#x}: the creator never finished initialising it")]
     State(u32),
+    /// The kind word names no layout this build knows.
+    #[error("kind word is {0}, not a kind this build knows (0 work queue, 1 and 2 broadcast)")]
+    Kind(u64),
     /// The stored parameters do not form a valid geometry.
     #[error("its stored parameters are invalid: {0}")]
     Geometry(#[source] GeometryError),

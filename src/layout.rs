@@ -133,8 +133,83 @@ pub struct Identity {
     /// Deliveries a message gets before it goes to the dead-letter segment instead
     /// (`0`: no limit, redelivered forever). Any value is valid.
     pub max_deliveries: u64,
+    /// What the segment is: [`kind::WORK_QUEUE`] (zero, as in every segment made
+    /// before broadcast segments existed), [`kind::BROADCAST_LOSSLESS`] or
+    /// [`kind::BROADCAST_OVERWRITE`]. Validated: any other value is refused.
+    pub kind: u64,
     /// Reserved, zero.
-    pub reserved: [u64; 2],
+    pub reserved: [u64; 1],
+}
+
+/// Values of [`Identity::kind`]: which algorithm's layout follows the header.
+pub mod kind {
+    /// A work queue (each message to one consumer): [`super::RingShared`],
+    /// [`super::ParticipantRecord`]s, [`super::SlotHeader`]s.
+    pub const WORK_QUEUE: u64 = 0;
+    /// A broadcast segment whose publishers wait for the slowest live subscriber:
+    /// [`super::BroadcastShared`], [`super::BroadcastRecord`]s, [`super::BroadcastSlot`]s.
+    pub const BROADCAST_LOSSLESS: u64 = 1;
+    /// A broadcast segment whose publishers overwrite what slow subscribers have
+    /// not read (they are told how much they missed).
+    pub const BROADCAST_OVERWRITE: u64 = 2;
+}
+
+/// What a broadcast segment does about a subscriber that falls a whole ring behind,
+/// chosen when the segment is created.
+///
+/// ```
+/// use shmq::broadcast::SlowSubscriber;
+/// assert_ne!(SlowSubscriber::Lossless, SlowSubscriber::Overwrite);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SlowSubscriber {
+    /// Publishers wait (spin, then sleep) until every *live* subscriber has read the
+    /// message a new one would overwrite. A dead subscriber holds nobody back.
+    Lossless,
+    /// Publishers never wait for subscribers: a subscriber that fell behind is told
+    /// how many messages it missed (`Lagged`) and continues from the oldest held.
+    Overwrite,
+}
+
+/// The layout a segment's header announces ([`Identity::kind`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayoutKind {
+    /// A work queue.
+    WorkQueue,
+    /// A broadcast segment with its slow-subscriber policy.
+    Broadcast(SlowSubscriber),
+}
+
+impl LayoutKind {
+    /// The header word for this kind.
+    #[cfg_attr(loom, allow(dead_code))] // segments only
+    pub fn code(self) -> u64 {
+        match self {
+            LayoutKind::WorkQueue => kind::WORK_QUEUE,
+            LayoutKind::Broadcast(SlowSubscriber::Lossless) => kind::BROADCAST_LOSSLESS,
+            LayoutKind::Broadcast(SlowSubscriber::Overwrite) => kind::BROADCAST_OVERWRITE,
+        }
+    }
+
+    /// The kind a header word names, if any.
+    pub fn from_code(code: u64) -> Option<Self> {
+        match code {
+            kind::WORK_QUEUE => Some(LayoutKind::WorkQueue),
+            kind::BROADCAST_LOSSLESS => Some(LayoutKind::Broadcast(SlowSubscriber::Lossless)),
+            kind::BROADCAST_OVERWRITE => Some(LayoutKind::Broadcast(SlowSubscriber::Overwrite)),
+            _ => None,
+        }
+    }
+
+    /// How error messages name it.
+    #[cfg_attr(loom, allow(dead_code))] // segments only
+    pub fn describe(self) -> &'static str {
+        match self {
+            LayoutKind::WorkQueue => "work queue",
+            LayoutKind::Broadcast(SlowSubscriber::Lossless) => "broadcast (lossless)",
+            LayoutKind::Broadcast(SlowSubscriber::Overwrite) => "broadcast (overwrite)",
+        }
+    }
 }
 
 /// A `u64` on a line of its own.
@@ -288,6 +363,95 @@ pub struct ParticipantRecord {
     pub dequeue_run: AtomicU32,
 }
 
+/// A broadcast segment's shared state, where a work queue has its [`RingShared`]
+/// (same size, so both kinds share one [`Geometry`]).
+#[repr(C)]
+#[derive(Debug)]
+pub struct BroadcastShared {
+    /// Next position a publisher will claim.
+    pub tail: PaddedU64,
+    /// Subscribers sleeping until a message is published.
+    pub not_empty: WaitWord,
+    /// Lossless publishers sleeping until the slowest live subscriber moves on.
+    pub not_full: WaitWord,
+    /// Counters (for tests and inspection).
+    pub stats: BroadcastStats,
+    /// Unused, zero.
+    pub spare: PaddedU64,
+}
+
+/// Counters of a broadcast segment: statistics only, never used to decide anything.
+#[repr(C, align(128))]
+#[derive(Debug)]
+pub struct BroadcastStats {
+    /// Slots of dead publishers published as skips.
+    pub skipped: AtomicU64,
+    /// Records of dead participants freed.
+    pub freed: AtomicU64,
+    /// Positions subscribers stepped over because they were overwritten (sum of
+    /// every `Lagged { missed }` reported).
+    pub lagged: AtomicU64,
+}
+
+/// The fixed part of a broadcast slot, in front of its payload (16 B, like
+/// [`SlotHeader`]).
+#[repr(C)]
+#[derive(Debug)]
+pub struct BroadcastSlot {
+    /// A sequence lock naming the position the slot holds: `2p + 1` while the
+    /// publisher of position `p` writes it, `2p` once published (see
+    /// `src/broadcast/mod.rs`). Positions are 63-bit, so `2p + 1` fits exactly.
+    pub stamp: AtomicU64,
+    /// Payload length, or [`SKIP_LEN`] for a dead publisher's slot. Untrusted.
+    pub len: AtomicU32,
+    /// Unused, zero.
+    pub spare: AtomicU32,
+}
+
+/// Values of [`BroadcastRecord::role`].
+pub mod role {
+    /// Nobody (the record is free, or being registered or freed).
+    pub const NONE: u64 = 0;
+    /// A publisher: its `claim` word matters.
+    pub const PUBLISHER: u64 = 1;
+    /// A subscriber: its `cursor` matters (and, in lossless mode, gates publishers).
+    pub const SUBSCRIBER: u64 = 2;
+}
+
+/// One registered broadcast handle, one per 128-byte line (like
+/// [`ParticipantRecord`], whose size it has).
+#[repr(C, align(128))]
+#[derive(Debug)]
+pub struct BroadcastRecord {
+    /// [`participant::FREE`] or [`participant::ACTIVE`].
+    pub state: AtomicU64,
+    /// A [`role`] value.
+    pub role: AtomicU64,
+    /// Owner's pid (informational).
+    pub pid: AtomicU64,
+    /// Owner's process start time (informational).
+    pub start_time: AtomicU64,
+    /// A publisher's claim: the position it is claiming or last claimed, or
+    /// [`CLAIM_NONE`]. Stored before the claiming CAS on the tail.
+    pub claim: AtomicU64,
+    /// A subscriber's next position. Untrusted: only compared, never used to index
+    /// anything but through the mask.
+    pub cursor: AtomicU64,
+    /// [`waiting`] bits: which waiter counts this handle is in.
+    pub waiting: AtomicU32,
+    /// Unused, zero.
+    pub spare: AtomicU32,
+    /// Messages published or received (informational, owner-written).
+    pub operations: AtomicU64,
+}
+
+#[cfg(not(loom))]
+const _: () = {
+    assert!(std::mem::size_of::<BroadcastShared>() == std::mem::size_of::<RingShared>());
+    assert!(std::mem::size_of::<BroadcastSlot>() == SLOT_HEADER_SIZE as usize);
+    assert!(std::mem::size_of::<BroadcastRecord>() == LINE as usize);
+};
+
 #[cfg(not(loom))]
 const _: () = {
     assert!(std::mem::size_of::<Identity>() == LINE as usize);
@@ -406,6 +570,9 @@ impl Geometry {
         if identity.state != state::READY {
             return Err(HeaderProblem::State(identity.state));
         }
+        if LayoutKind::from_code(identity.kind).is_none() {
+            return Err(HeaderProblem::Kind(identity.kind));
+        }
         let geometry = Self::new(
             identity.capacity,
             identity.max_message_size,
@@ -513,6 +680,7 @@ mod tests {
         check(&|i| i.magic ^= 1, HeaderProblem::Magic(MAGIC ^ 1));
         check(&|i| i.version = 2, HeaderProblem::Version(2));
         check(&|i| i.state = 7, HeaderProblem::State(7));
+        check(&|i| i.kind = 3, HeaderProblem::Kind(3));
         check(
             &|i| i.capacity = 17,
             HeaderProblem::Geometry(GeometryError::Capacity(17)),

@@ -60,6 +60,7 @@
 #![deny(missing_docs, unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod broadcast;
 #[cfg(not(loom))]
 mod copy;
 mod error;
@@ -113,6 +114,10 @@ pub mod model {
         Registration, Ring, RingMemory, Scope, Sweep, Unread, Unsent,
     };
     pub use crate::sync::{spin_hint, yield_now, AtomicU32, Ordering};
+    /// Layout constants of broadcast segments.
+    pub mod broadcast_layout {
+        pub use crate::layout::{BroadcastShared, SlowSubscriber};
+    }
 }
 
 #[cfg(not(loom))]

@@ -38,6 +38,8 @@ pub struct Options {
     pub initial_position: u64,
     /// The message type a typed queue records (set by `TypedQueue`).
     pub(crate) message_type: Option<crate::MessageType>,
+    /// Which layout a new segment gets (set by the broadcast handles).
+    pub(crate) kind: crate::layout::LayoutKind,
 }
 
 /// Deliveries a message gets by default before it is dead-lettered.
@@ -59,6 +61,7 @@ impl Default for Options {
             access: Access::default(),
             initial_position: 0,
             message_type: None,
+            kind: crate::layout::LayoutKind::WorkQueue,
         }
     }
 }

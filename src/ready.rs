@@ -13,8 +13,17 @@ use crate::sync::{AtomicU32, Ordering};
 /// header's plain stores), writes the ring's initial state into `memory`, and then
 /// publishes READY in `state_word`. Nothing may be written after the publish.
 pub fn publish<M: RingMemory>(state_word: &AtomicU32, memory: &M, write_header: impl FnOnce()) {
-    write_header();
-    crate::ring::initialise(memory);
+    publish_with(state_word, || {
+        write_header();
+        crate::ring::initialise(memory);
+    });
+}
+
+/// [`publish`] for any layout: runs `initialise` (every plain or Relaxed store of
+/// the header and the initial state), then publishes READY. A broadcast segment's
+/// creator initialises its own layout through this.
+pub fn publish_with(state_word: &AtomicU32, initialise: impl FnOnce()) {
+    initialise();
     // Release: pairs with the Acquire in `is_ready`; an opener that sees READY sees
     // the header and every initial store above.
     state_word.store(state::READY, Ordering::Release);

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use crate::access::Access;
 use crate::error::{Error, HeaderProblem};
 use crate::layout::{
-    state, Geometry, Identity, ParticipantRecord, RingShared, Schema, SlotHeader, LAYOUT_VERSION,
-    LINE, MAGIC, MAX_SEGMENT_SIZE, RING_OFFSET, SLOT_HEADER_SIZE,
+    state, BroadcastRecord, BroadcastShared, BroadcastSlot, Geometry, Identity, LayoutKind,
+    ParticipantRecord, RingShared, Schema, SlotHeader, LAYOUT_VERSION, LINE, MAGIC,
+    MAX_SEGMENT_SIZE, RING_OFFSET, SLOT_HEADER_SIZE,
 };
 use crate::name::{self, io_error};
 use crate::options::Options;
@@ -33,6 +34,15 @@ pub(crate) enum NameStatus {
     Elsewhere,
     /// Nowhere (removed, or unreadable).
     Gone,
+}
+
+/// Which kind of segment a handle opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ExpectedKind {
+    /// `Queue` and friends.
+    WorkQueue,
+    /// `Publisher` and `Subscriber`, either policy.
+    Broadcast,
 }
 
 /// Whether opening waits for a creator that is still initialising.
@@ -144,7 +154,8 @@ impl Segment {
             initial_position: geometry.initial_position,
             mode: u64::from(options.mode),
             max_deliveries: u64::from(options.max_deliveries),
-            reserved: [0; 2],
+            kind: options.kind.code(),
+            reserved: [0; 1],
         };
         let file = platform::fstat(fd)
             .map_err(|e| io_error("fstat", name, e))?
@@ -168,16 +179,62 @@ impl Segment {
     fn initialise(&self) {
         let mut identity = self.identity;
         identity.state = state::UNINITIALISED;
-        // The handshake the loom model `ready` checks: header, ring state, then READY.
-        crate::ready::publish(state_word(&self.mapping), self, || {
+        let write_header = || {
             // SAFETY: the mapping is at least one line long and page aligned; nobody
             // reads the identity before `state` says READY, which `publish` stores
             // last.
             unsafe { std::ptr::write_volatile(self.mapping.base().cast::<Identity>(), identity) };
-            // SAFETY: the schema lies inside the ring's lines (validated geometry),
-            // aligned for its integers; written before READY, like the identity.
-            unsafe { std::ptr::write_volatile(self.schema_ptr(), self.schema) };
-        });
+        };
+        match self.kind() {
+            // The handshake the loom model `ready` checks: header, ring state, then READY.
+            LayoutKind::WorkQueue => crate::ready::publish(state_word(&self.mapping), self, || {
+                write_header();
+                // SAFETY: the schema lies inside the ring's lines (validated
+                // geometry), aligned for its integers; written before READY, like the
+                // identity.
+                unsafe { std::ptr::write_volatile(self.schema_ptr(), self.schema) };
+            }),
+            // The same handshake with the broadcast layout's initial state (a
+            // broadcast segment has no schema).
+            LayoutKind::Broadcast(_) => {
+                crate::ready::publish_with(state_word(&self.mapping), || {
+                    write_header();
+                    crate::broadcast::initialise(self);
+                })
+            }
+        }
+    }
+
+    /// What the header says the segment is (validated at open; set at create).
+    pub(crate) fn kind(&self) -> LayoutKind {
+        LayoutKind::from_code(self.identity.kind).unwrap_or(LayoutKind::WorkQueue)
+    }
+
+    /// `Ok` if the segment is of `expected` kind (any broadcast policy matches a
+    /// broadcast expectation), else the error naming both.
+    pub(crate) fn expect_kind(&self, expected: ExpectedKind) -> Result<(), Error> {
+        let found = self.kind();
+        let matches = matches!(
+            (expected, found),
+            (ExpectedKind::WorkQueue, LayoutKind::WorkQueue)
+                | (ExpectedKind::Broadcast, LayoutKind::Broadcast(_))
+        );
+        if matches {
+            return Ok(());
+        }
+        let (expected, hint) = match expected {
+            ExpectedKind::WorkQueue => (
+                "work queue",
+                "shmq::broadcast::Publisher or shmq::broadcast::Subscriber",
+            ),
+            ExpectedKind::Broadcast => ("broadcast", "shmq::Queue"),
+        };
+        Err(Error::WrongKind {
+            name: self.name.clone(),
+            found: found.describe(),
+            expected,
+            hint,
+        })
     }
 
     /// Where the segment's [`Schema`] lives.
@@ -427,6 +484,83 @@ unsafe impl RingMemory for Segment {
         // lies inside this slot's payload area. Another *process* could still scribble
         // on these bytes; they are plain u8, so that gives garbage, never unsoundness
         // in our reading of lengths or offsets (all already bounded).
+        let bytes = unsafe {
+            std::slice::from_raw_parts(self.slot_ptr(index).add(SLOT_HEADER_SIZE as usize), len)
+        };
+        f(bytes)
+    }
+}
+
+// SAFETY: as for `RingMemory` above: the broadcast structs have the sizes and
+// alignments of the work queue's (asserted in `layout.rs`), so the validated geometry
+// places them inside the mapping exactly where the work queue's would be.
+unsafe impl crate::broadcast::BroadcastMemory for Segment {
+    fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    #[inline]
+    fn shared(&self) -> &BroadcastShared {
+        // SAFETY: RING_OFFSET + size_of::<BroadcastShared>() <= participants_offset
+        // <= total_size; atomics are valid for any bit pattern.
+        unsafe {
+            &*self
+                .mapping
+                .base()
+                .add(RING_OFFSET as usize)
+                .cast::<BroadcastShared>()
+        }
+    }
+
+    #[inline]
+    fn slot(&self, index: u64) -> &BroadcastSlot {
+        // SAFETY: slot_ptr bounds-checks the index; a BroadcastSlot is 16 B at the
+        // start of a 64 B-aligned slot.
+        unsafe { &*self.slot_ptr(index).cast::<BroadcastSlot>() }
+    }
+
+    #[inline]
+    fn record(&self, index: u64) -> &BroadcastRecord {
+        assert!(
+            index < self.geometry.max_participants,
+            "participant index out of range"
+        );
+        let offset = self.geometry.participants_offset + index * LINE;
+        // SAFETY: index < max_participants, so the record lies before slots_offset,
+        // on a 128 B boundary.
+        unsafe {
+            &*self
+                .mapping
+                .base()
+                .add(offset as usize)
+                .cast::<BroadcastRecord>()
+        }
+    }
+
+    #[inline]
+    unsafe fn write_payload(&self, index: u64, bytes: &[u8]) {
+        debug_assert!(bytes.len() as u64 <= self.geometry.max_message_size);
+        // SAFETY: the caller holds the slot's publisher claim and bytes fit in the
+        // payload area; `bytes` is local memory, so the ranges do not overlap.
+        // Subscribers may read these bytes while we write them (overwrite mode):
+        // plain bytes, any value valid; they detect it by the slot's stamp.
+        unsafe {
+            crate::copy::copy_bytes(
+                bytes.as_ptr(),
+                self.slot_ptr(index).add(SLOT_HEADER_SIZE as usize),
+                bytes.len(),
+            )
+        }
+    }
+
+    #[inline]
+    unsafe fn read_payload<R>(&self, index: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+        debug_assert!(len as u64 <= self.geometry.max_message_size);
+        // SAFETY: len <= max_message_size, so the slice lies inside this slot's
+        // payload area. A publisher (or another process) may write these bytes while
+        // `f` reads them (overwrite mode); they are plain u8, so that gives torn
+        // bytes, never an invalid value, and the caller re-checks the stamp after `f`
+        // and reports a lag instead of the bytes (the sequence-lock protocol).
         let bytes = unsafe {
             std::slice::from_raw_parts(self.slot_ptr(index).add(SLOT_HEADER_SIZE as usize), len)
         };

@@ -5,10 +5,17 @@
 //! build they are `std`'s. Nothing in [`crate::ring`] imports atomics from anywhere else.
 
 #[cfg(loom)]
-pub use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+pub use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 #[cfg(not(loom))]
-pub use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+pub use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+/// Payload bytes of the heap-backed broadcast memory the models run on: one atomic
+/// per byte, so a subscriber's racing copy of a slot being overwritten is a set of
+/// Relaxed loads loom can interleave with the writer's stores (a torn read), rather
+/// than a data race.
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::AtomicU8;
 
 /// A hint that we are busy-waiting. Under loom it yields to the scheduler so the
 /// model can make progress in the spinning thread's absence.

@@ -123,6 +123,7 @@ impl Queue {
     /// ```
     pub fn open_with(name: &str, access: &Access) -> Result<Self, Error> {
         let (segment, fd) = Segment::open(name, access, Patience::WaitForCreator)?;
+        segment.expect_kind(crate::segment::ExpectedKind::WorkQueue)?;
         Self::attach(segment, fd)
     }
 

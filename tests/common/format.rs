@@ -36,7 +36,8 @@ pub mod identity {
     pub const INITIAL_POSITION: usize = 88;
     pub const MODE: usize = 96;
     pub const MAX_DELIVERIES: usize = 104;
-    pub const RESERVED: usize = 112;
+    pub const KIND: usize = 112;
+    pub const RESERVED: usize = 120;
 }
 
 /// Where things are in a segment with the given parameters.

@@ -1,0 +1,52 @@
+//! Publish/subscribe on a broadcast segment: every message to every subscriber.
+//!
+//! A [`Publisher`] and any number of [`Subscriber`]s, in any processes, attach to
+//! one named segment created in one of two modes ([`SlowSubscriber`]):
+//! `Lossless` (publishers wait for the slowest *live* subscriber) or `Overwrite`
+//! (publishers never wait; a subscriber that fell a ring behind gets
+//! [`TryRecvError::Lagged`] with the exact count it missed, and continues from the
+//! oldest message still held). A subscriber receives every message published after
+//! it subscribed, each publisher's in order; a torn message is never returned.
+//! A killed subscriber stops holding publishers back; a publisher killed between
+//! claiming a slot and publishing it never stops subscribers (its slot is skipped).
+//!
+//! ```
+//! use shmq::broadcast::{Publisher, SlowSubscriber, Subscriber};
+//! # let name = "doc-broadcast-module";
+//! let publisher = Publisher::create(name, &shmq::Options::new(1024, 64), SlowSubscriber::Lossless)?;
+//! let first = Subscriber::open(name)?;
+//! let second = Subscriber::open(name)?;
+//! publisher.publish(b"config v2")?;
+//! assert_eq!(first.recv()?, b"config v2");
+//! assert_eq!(second.recv()?, b"config v2");
+//! # shmq::Queue::unlink(name)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The design, with the orderings and the crash arguments, is in
+//! `docs/broadcast.md`; the algorithm is in this module's private `ring.rs`
+//! (`recovery.rs`, `wake.rs`), the handles in `handle.rs`.
+
+mod error;
+#[cfg(not(loom))]
+mod handle;
+#[cfg(loom)]
+mod heap;
+mod recovery;
+mod ring;
+mod wake;
+
+pub use crate::layout::SlowSubscriber;
+pub use error::{PublishError, RecvError, TryPublishError, TryRecvError};
+#[cfg(not(loom))]
+pub use handle::{Publisher, Subscriber};
+#[cfg(not(loom))]
+pub(crate) use ring::{initialise, BroadcastMemory};
+
+/// The algorithm's own types, for the loom models (`--cfg loom` builds only).
+#[cfg(loom)]
+pub mod model {
+    pub use super::heap::BroadcastHeap;
+    pub use super::ring::{published, writing, Blocked, Broadcast, BroadcastMemory, Role};
+    pub use super::wake::Readiness;
+}
