@@ -139,11 +139,18 @@ fn a_to_b_through_one_server_carries_every_message_exactly_once() {
         (a.is_empty(), b.is_empty()) == (true, true),
         "both segments are empty"
     );
-    let expected = format!("stopped: carried={COUNT} duplicates=0 retries=0 returned=0");
+    // Retries are not counted against the bridges: on a loaded machine a publish or
+    // pull can time out and be tried again. What must hold is the accounting: every
+    // message carried once, none stored twice, none handed back.
+    let expected = format!("stopped: carried={COUNT} duplicates=0 retries=");
     for log in [out.log(), inbound.log()] {
+        let line = log
+            .lines()
+            .find(|line| line.contains(&expected))
+            .unwrap_or_else(|| panic!("the bridges account for every message: {log}"));
         assert!(
-            log.contains(&expected),
-            "the bridges account for every message: {log}"
+            line.contains(" returned=0 in_flight=0"),
+            "nothing handed back, nothing left in flight: {log}"
         );
     }
     eprintln!(
