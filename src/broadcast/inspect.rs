@@ -256,7 +256,8 @@ fn records(segment: &Segment, platform: &ShmPlatform, tail: u64) -> Vec<RecordIn
                 && matches!(compare_stamp(stamp, pos), Stamp::Before | Stamp::Writing)
         });
         // Relaxed: as above.
-        let cursor = (role == RecordRole::Subscriber).then(|| record.cursor.load(Ordering::Relaxed));
+        let cursor =
+            (role == RecordRole::Subscriber).then(|| record.cursor.load(Ordering::Relaxed));
         records.push(RecordInfo {
             index,
             role,
