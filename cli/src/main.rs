@@ -1,5 +1,6 @@
 //! `shmq`: latency and throughput benchmarks between real processes, and the
-//! everyday tools for shmq segments (create, send, recv, inspect, ls, rm).
+//! everyday tools for shmq segments (create, send, recv, publish, subscribe,
+//! inspect, ls, rm).
 //!
 //! Modules, each with one job; imports point down this list, never up:
 //!
@@ -66,6 +67,10 @@ enum Command {
     Send(tools::SendArgs),
     /// Receive messages to stdout, one per line (or framed).
     Recv(tools::RecvArgs),
+    /// Publish each argument (or each line / frame of stdin) to every subscriber of a broadcast segment.
+    Publish(tools::PublishArgs),
+    /// Print every message published on a broadcast segment from now on, one per line (or framed).
+    Subscribe(tools::SubscribeArgs),
     /// Show a segment's header, cursors, waiters, participants and recovery counters.
     Inspect(tools::InspectArgs),
     /// List every shmq segment on this host with its state.
@@ -98,6 +103,8 @@ fn main() -> ExitCode {
         Command::Create(args) => tools::create(&args),
         Command::Send(args) => tools::send(&args),
         Command::Recv(args) => tools::recv(&args),
+        Command::Publish(args) => tools::publish(&args),
+        Command::Subscribe(args) => tools::subscribe(&args),
         Command::Inspect(args) => tools::inspect(&args),
         Command::Ls(args) => tools::ls(&args),
         Command::Rm(args) => tools::rm(&args),

@@ -25,13 +25,16 @@
 //!
 //! The design, with the orderings and the crash arguments, is in
 //! `docs/broadcast.md`; the algorithm is in this module's private `ring.rs`
-//! (`recovery.rs`, `wake.rs`), the handles in `handle.rs`.
+//! (`recovery.rs`, `wake.rs`), the handles in `handle.rs`, the read-only
+//! [`Snapshot`] (what `shmq inspect` shows) in `inspect.rs`.
 
 mod error;
 #[cfg(not(loom))]
 mod handle;
 #[cfg(loom)]
 mod heap;
+#[cfg(not(loom))]
+mod inspect;
 mod recovery;
 mod ring;
 mod wake;
@@ -40,6 +43,8 @@ pub use crate::layout::SlowSubscriber;
 pub use error::{PublishError, RecvError, TryPublishError, TryRecvError};
 #[cfg(not(loom))]
 pub use handle::{Publisher, Subscriber};
+#[cfg(not(loom))]
+pub use inspect::{RecordInfo, RecordRole, Snapshot};
 #[cfg(not(loom))]
 pub(crate) use ring::{initialise, BroadcastMemory};
 

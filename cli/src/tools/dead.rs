@@ -34,6 +34,17 @@ pub struct DeadLettersArgs {
 /// `shmq dead-letters`: a summary on stderr; with `--drain` or `--requeue`, each
 /// dead letter is acknowledged only after it was written or sent.
 pub fn dead_letters(args: &DeadLettersArgs) -> Result<(), CliError> {
+    if let Ok(snapshot) = shmq::broadcast::Snapshot::read(&args.name) {
+        return Err(CliError::new(
+            EX_USAGE,
+            format!(
+                "segment `{}` is a {} segment: it has no dead letters (every subscriber \
+                 gets every message; nothing is redelivered)",
+                shown(&args.name),
+                super::broadcast_info::kind_name(&snapshot)
+            ),
+        ));
+    }
     let info = Queue::inspect(&args.name).map_err(escaped)?;
     let Some(dead_name) = info.dead_letter_name() else {
         return Err(CliError::new(
@@ -97,7 +108,7 @@ pub fn dead_letters(args: &DeadLettersArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn write_one(out: &mut impl Write, message: &[u8], framed: bool) -> std::io::Result<()> {
+pub(super) fn write_one(out: &mut impl Write, message: &[u8], framed: bool) -> std::io::Result<()> {
     if framed {
         out.write_all(&(message.len() as u32).to_le_bytes())?;
         out.write_all(message)?;

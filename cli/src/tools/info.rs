@@ -1,16 +1,20 @@
 //! `shmq inspect` and `shmq ls`: what the tools show of a segment, as text or JSON.
 //!
-//! [`SegmentView::of`] is the one place in the CLI that reads a [`SegmentInfo`]'s
-//! fields; everything printed goes through the view, so a change in the library's
-//! snapshot type is a change to that function alone.
+//! [`SegmentView::of`] is the one place in the CLI that reads a work queue's
+//! [`SegmentInfo`] fields; everything printed goes through the view, so a change in
+//! the library's snapshot type is a change to that function alone. A broadcast
+//! segment is shown by [`broadcast_info`](super::broadcast_info), from the library's
+//! broadcast [`Snapshot`].
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 
 use clap::Args;
 use serde_json::{json, Value};
+use shmq::broadcast::Snapshot;
 use shmq::{ParticipantInfo, Queue, RecoveryCounts, SegmentInfo};
 
+use super::broadcast_info;
 use super::escape::{ascii_json, shown};
 use super::escaped;
 use crate::error::{stdout_error, CliError, EX_SOFTWARE};
@@ -25,13 +29,17 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
-/// `shmq ls`.
+/// `shmq ls`. For a broadcast segment, OCCUPANCY is what its slowest live
+/// subscriber has not read yet.
 #[derive(Args, Debug)]
 pub struct LsArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
 }
+
+/// How `ls` and `inspect` name a work queue's kind.
+const WORK_QUEUE: &str = "work queue";
 
 /// What the tools show of one segment.
 struct SegmentView<'a> {
@@ -100,6 +108,7 @@ impl<'a> SegmentView<'a> {
     fn json(&self) -> Value {
         json!({
             "name": self.name,
+            "kind": WORK_QUEUE,
             "version": self.version,
             "capacity": self.capacity,
             "max_message_size": self.max_message_size,
@@ -138,6 +147,7 @@ impl<'a> SegmentView<'a> {
         let mut text = String::new();
         let r = &self.recovery;
         let _ = writeln!(text, "segment        {}", shown(self.name));
+        let _ = writeln!(text, "kind           {WORK_QUEUE}");
         let _ = writeln!(text, "layout         v{}", self.version);
         let _ = writeln!(
             text,
@@ -202,8 +212,9 @@ impl<'a> SegmentView<'a> {
     /// `shmq ls`'s row for the segment listed as `name`.
     fn ls_row(&self, name: &str) -> String {
         format!(
-            "{:<32} {:>10} {:>10} {:>6} {:>6}  {}",
+            "{:<32} {:<20} {:>10} {:>10} {:>6} {:>6}  {}",
             shown(name),
+            WORK_QUEUE,
             self.shown_occupancy(),
             self.capacity,
             self.live,
@@ -299,25 +310,78 @@ fn print_json(value: &Value) -> Result<(), CliError> {
     writeln!(std::io::stdout(), "{}", ascii_json(&text)).map_err(stdout_error)
 }
 
+/// A segment's snapshot, of whichever kind it is.
+enum Shown {
+    WorkQueue(SegmentInfo),
+    Broadcast(Snapshot),
+}
+
+impl Shown {
+    /// Reads segment `name` as a broadcast segment, or, if it is a work queue, as
+    /// one (`work_queue` gives its snapshot).
+    fn read(
+        name: &str,
+        work_queue: impl FnOnce() -> Result<SegmentInfo, shmq::Error>,
+    ) -> Result<Self, shmq::Error> {
+        match Snapshot::read(name) {
+            Ok(snapshot) => Ok(Shown::Broadcast(snapshot)),
+            Err(shmq::Error::WrongKind { .. }) => work_queue().map(Shown::WorkQueue),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn json(&self) -> Value {
+        match self {
+            Shown::WorkQueue(info) => SegmentView::of(info).json(),
+            Shown::Broadcast(snapshot) => broadcast_info::json(snapshot),
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Shown::WorkQueue(info) => SegmentView::of(info).text(),
+            Shown::Broadcast(snapshot) => broadcast_info::text(snapshot),
+        }
+    }
+
+    fn ls_row(&self, name: &str) -> String {
+        match self {
+            Shown::WorkQueue(info) => SegmentView::of(info).ls_row(name),
+            Shown::Broadcast(snapshot) => broadcast_info::ls_row(snapshot, name),
+        }
+    }
+}
+
 /// `shmq inspect`.
 pub fn inspect(args: &InspectArgs) -> Result<(), CliError> {
-    let info = Queue::inspect(&args.name).map_err(escaped)?;
-    let view = SegmentView::of(&info);
+    let segment = Shown::read(&args.name, || Queue::inspect(&args.name)).map_err(escaped)?;
     if args.json {
-        return print_json(&view.json());
+        return print_json(&segment.json());
     }
-    write!(std::io::stdout(), "{}", view.text()).map_err(stdout_error)
+    write!(std::io::stdout(), "{}", segment.text()).map_err(stdout_error)
 }
 
 /// `shmq ls`.
 pub fn ls(args: &LsArgs) -> Result<(), CliError> {
-    let segments = Queue::list().map_err(escaped)?;
+    // `Queue::list` reads every segment as a work queue: each is read again as
+    // what it is.
+    let segments: Vec<(String, Result<Shown, shmq::Error>)> = Queue::list()
+        .map_err(escaped)?
+        .into_iter()
+        .map(|entry| {
+            let segment = match entry.info {
+                Ok(info) => Shown::read(&entry.name, || Ok(info)),
+                Err(e) => Err(e),
+            };
+            (entry.name, segment)
+        })
+        .collect();
     if args.json {
         let list: Vec<Value> = segments
             .iter()
-            .map(|entry| match &entry.info {
-                Ok(info) => SegmentView::of(info).json(),
-                Err(e) => json!({ "name": entry.name, "error": e.to_string() }),
+            .map(|(name, segment)| match segment {
+                Ok(segment) => segment.json(),
+                Err(e) => json!({ "name": name, "error": e.to_string() }),
             })
             .collect();
         return print_json(&Value::Array(list));
@@ -325,16 +389,17 @@ pub fn ls(args: &LsArgs) -> Result<(), CliError> {
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "{:<32} {:>10} {:>10} {:>6} {:>6}  state",
-        "NAME", "OCCUPANCY", "CAPACITY", "LIVE", "DEAD"
+        "{:<32} {:<20} {:>10} {:>10} {:>6} {:>6}  state",
+        "NAME", "KIND", "OCCUPANCY", "CAPACITY", "LIVE", "DEAD"
     );
-    for entry in &segments {
-        let _ = match &entry.info {
-            Ok(info) => writeln!(text, "{}", SegmentView::of(info).ls_row(&entry.name)),
+    for (name, segment) in &segments {
+        let _ = match segment {
+            Ok(segment) => writeln!(text, "{}", segment.ls_row(name)),
             Err(e) => writeln!(
                 text,
-                "{:<32} {:>10} {:>10} {:>6} {:>6}  error: {}",
-                shown(&entry.name),
+                "{:<32} {:<20} {:>10} {:>10} {:>6} {:>6}  error: {}",
+                shown(name),
+                "-",
                 "-",
                 "-",
                 "-",

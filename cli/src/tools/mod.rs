@@ -1,8 +1,12 @@
-//! Segment tools: `create`, `send`, `recv`, `inspect`, `ls`, `rm`, `dead-letters`. Sending and
-//! receiving through stdin / stdout are in [`stream`], and what `recv` knows of a
-//! pipe on stdout in [`pipe`]; what `inspect` and `ls` show of a segment is in
-//! [`info`]; how every name is printed is in [`escape`].
+//! Segment tools: `create`, `send`, `recv`, `publish`, `subscribe`, `inspect`, `ls`,
+//! `rm`, `dead-letters`. Sending and receiving through stdin / stdout are in
+//! [`stream`], and what `recv` knows of a pipe on stdout in [`pipe`]; broadcast
+//! segments (`create --broadcast`, `publish`, `subscribe`) are in [`broadcast`];
+//! what `inspect` and `ls` show of a segment is in [`info`] ([`broadcast_info`] for
+//! a broadcast segment); how every name is printed is in [`escape`].
 
+mod broadcast;
+mod broadcast_info;
 mod dead;
 mod escape;
 mod info;
@@ -10,11 +14,13 @@ mod pipe;
 mod stream;
 
 use clap::Args;
+use shmq::broadcast::Snapshot;
 use shmq::{Options, Queue, Removal};
 
 use crate::error::{CliError, EX_UNAVAILABLE};
 use escape::shown;
 
+pub use broadcast::{publish, subscribe, PublishArgs, SubscribeArgs};
 pub use dead::{dead_letters, DeadLettersArgs};
 pub use info::{inspect, ls, InspectArgs, LsArgs};
 pub use stream::{recv, send, RecvArgs, SendArgs};
@@ -41,6 +47,12 @@ pub struct CreateArgs {
     /// NAME.dead (0: no limit).
     #[arg(long, default_value_t = 5)]
     pub max_deliveries: u32,
+    /// Make a broadcast segment instead of a work queue: every subscriber receives
+    /// every message (`shmq publish`, `shmq subscribe`). `lossless`: publishers wait
+    /// for the slowest live subscriber; `overwrite`: publishers never wait, and a
+    /// subscriber that falls a ring behind is told how many messages it missed.
+    #[arg(long, value_name = "MODE", conflicts_with = "max_deliveries")]
+    pub broadcast: Option<broadcast::BroadcastMode>,
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
@@ -61,6 +73,9 @@ pub struct RmArgs {
 
 /// `shmq create`.
 pub fn create(args: &CreateArgs) -> Result<(), CliError> {
+    if let Some(mode) = args.broadcast {
+        return broadcast::create(args, mode);
+    }
     let options = Options::new(args.capacity, args.max_size)
         .mode(args.mode)
         .max_participants(args.participants)
@@ -81,37 +96,67 @@ pub fn rm(args: &RmArgs) -> Result<(), CliError> {
     let mut failure = None;
     for name in &args.names {
         let outcome = if args.force {
-            Queue::unlink(name).map(|()| eprintln!("removed `{}`", shown(name)))
+            Queue::unlink(name).map(|()| Removed::Yes)
         } else {
-            Queue::remove_if_unused(name).map(|removal| match removal {
-                Removal::Removed(_) => eprintln!("removed `{}`", shown(name)),
-                Removal::InUse(info) => {
-                    eprintln!("shmq: {}", info::in_use_message(name, &info));
-                    failure.get_or_insert(CliError::new(EX_UNAVAILABLE, ""));
-                }
-                Removal::NotEmpty(info) => {
-                    eprintln!(
-                        "shmq: segment `{}` holds {} undelivered message(s); not removed (use --force to drop them)",
-                        shown(name),
-                        info.occupancy
-                    );
-                    failure.get_or_insert(CliError::new(EX_UNAVAILABLE, ""));
-                }
-                // A later library version's outcome: say so rather than guess.
-                other => {
-                    eprintln!("shmq: segment `{}`: {other:?}", shown(name));
-                    failure.get_or_insert(CliError::new(EX_UNAVAILABLE, ""));
-                }
-            })
+            remove_if_unused(name)
         };
-        if let Err(e) = outcome {
-            // A segment too broken to inspect can still be removed with --force.
-            let e = escaped(e);
-            eprintln!("shmq: {}", e.message);
-            failure.get_or_insert(CliError::new(e.code, ""));
+        match outcome {
+            Ok(Removed::Yes) => eprintln!("removed `{}`", shown(name)),
+            Ok(Removed::LeftAlone) => {
+                failure.get_or_insert(CliError::new(EX_UNAVAILABLE, ""));
+            }
+            Err(e) => {
+                // A segment too broken to inspect can still be removed with --force.
+                let e = escaped(e);
+                eprintln!("shmq: {}", e.message);
+                failure.get_or_insert(CliError::new(e.code, ""));
+            }
         }
     }
     failure.map_or(Ok(()), Err)
+}
+
+/// What `shmq rm` did with one name.
+#[derive(Debug, PartialEq, Eq)]
+enum Removed {
+    Yes,
+    /// Left alone; why is already on stderr.
+    LeftAlone,
+}
+
+/// Removes `name` unless a live process is attached to it (or, for a work queue,
+/// messages wait in it: a broadcast segment holds nothing anyone is owed once no
+/// subscriber is alive).
+fn remove_if_unused(name: &str) -> Result<Removed, shmq::Error> {
+    match Snapshot::read(name) {
+        Ok(snapshot) if snapshot.live() > 0 => {
+            eprintln!("shmq: {}", broadcast_info::in_use_message(name, &snapshot));
+            return Ok(Removed::LeftAlone);
+        }
+        Ok(_) => return Queue::unlink(name).map(|()| Removed::Yes),
+        Err(shmq::Error::WrongKind { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(match Queue::remove_if_unused(name)? {
+        Removal::Removed(_) => Removed::Yes,
+        Removal::InUse(info) => {
+            eprintln!("shmq: {}", info::in_use_message(name, &info));
+            Removed::LeftAlone
+        }
+        Removal::NotEmpty(info) => {
+            eprintln!(
+                "shmq: segment `{}` holds {} undelivered message(s); not removed (use --force to drop them)",
+                shown(name),
+                info.occupancy
+            );
+            Removed::LeftAlone
+        }
+        // A later library version's outcome: say so rather than guess.
+        other => {
+            eprintln!("shmq: segment `{}`: {other:?}", shown(name));
+            Removed::LeftAlone
+        }
+    })
 }
 
 /// A library error as the tools report it: its message quotes names, escaped.

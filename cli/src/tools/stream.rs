@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use shmq::{Delivery, Queue, RecvError, SendError};
 
+use super::broadcast::{open_error, Tool};
 use super::escape::shown;
-use super::{escaped, pipe};
+use super::pipe;
 use crate::error::{CliError, EX_DATAERR, EX_OSERR, EX_SOFTWARE, EX_TEMPFAIL};
 use crate::units::parse_duration;
 
@@ -47,7 +48,7 @@ pub struct RecvArgs {
 
 /// `shmq send`.
 pub fn send(args: &SendArgs) -> Result<(), CliError> {
-    let queue = Queue::open(&args.name).map_err(escaped)?;
+    let queue = Queue::open(&args.name).map_err(|e| open_error(e, Tool::Send))?;
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     let mut sent = 0u64;
@@ -82,7 +83,7 @@ fn stdin_error(e: std::io::Error) -> CliError {
 }
 
 /// Each 4-byte little-endian length prefix and the bytes after it, to `put`.
-fn send_frames(
+pub(super) fn send_frames(
     input: &mut impl Read,
     max_message_size: u64,
     put: &mut impl FnMut(&[u8]) -> Result<(), CliError>,
@@ -126,7 +127,7 @@ fn send_frames(
 /// Each line, without its newline, to `put`. A line longer than the segment's
 /// maximum message size ends the run with a data error, as soon as it is known to
 /// be too long: at most that many bytes of a line are ever held.
-fn send_lines(
+pub(super) fn send_lines(
     input: &mut impl BufRead,
     max_message_size: u64,
     put: &mut impl FnMut(&[u8]) -> Result<(), CliError>,
@@ -216,14 +217,14 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// A message whose write fails, or that the pipe's reader goes away without reading,
 /// is given back to the queue for another consumer.
 pub fn recv(args: &RecvArgs) -> Result<(), CliError> {
-    let mut queue = Queue::open(&args.name).map_err(escaped)?;
+    let mut queue = Queue::open(&args.name).map_err(|e| open_error(e, Tool::Recv))?;
     let stdout = std::io::stdout();
     let mut output = Output::new(stdout.lock(), queue.max_message_size(), args.framed);
     while args.count.is_none_or(|count| output.written < count) {
         let waiting_since = Instant::now();
         loop {
             output.check_reader()?;
-            let Some(slice) = next_slice(args.timeout, waiting_since) else {
+            let Some(slice) = next_slice(args.timeout, waiting_since, WAIT_SLICE) else {
                 return Err(CliError::new(
                     EX_TEMPFAIL,
                     format!(
@@ -250,15 +251,19 @@ pub fn recv(args: &RecvArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// How long the next wait for a message may last: at most [`WAIT_SLICE`], and none
-/// once `timeout` (counted from `since`) has passed.
-fn next_slice(timeout: Option<Duration>, since: Instant) -> Option<Duration> {
+/// How long the next wait for a message may last: at most `slice`, and none once
+/// `timeout` (counted from `since`) has passed.
+pub(super) fn next_slice(
+    timeout: Option<Duration>,
+    since: Instant,
+    slice: Duration,
+) -> Option<Duration> {
     match timeout {
         Some(t) => match t.checked_sub(since.elapsed()) {
-            Some(left) if !left.is_zero() => Some(left.min(WAIT_SLICE)),
+            Some(left) if !left.is_zero() => Some(left.min(slice)),
             _ => None,
         },
-        None => Some(WAIT_SLICE),
+        None => Some(slice),
     }
 }
 

@@ -58,3 +58,27 @@ impl Drop for Name {
         let _ = Queue::unlink(&self.0);
     }
 }
+
+/// Starts `shmq args…` with no stdin and its stdout and stderr piped; the caller
+/// reaps it (`wait_with_output`).
+pub fn spawn_shmq(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_shmq"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start shmq")
+}
+
+/// Waits (up to 10 s) until `ready()` holds; panics with `what` if it never does.
+pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
