@@ -270,8 +270,29 @@ impl Queue {
     /// # shmq::Queue::unlink(name)?;
     /// # Ok::<(), shmq::Error>(())
     /// ```
+    ///
+    /// A broadcast segment is [`Error::WrongKind`]: its lines mean other things;
+    /// read it with [`broadcast::Snapshot::read`](crate::broadcast::Snapshot::read).
+    /// (So is it in [`list`](Self::list)'s entries, and [`remove_if_unused`](Self::remove_if_unused)
+    /// leaves it in place.)
     pub fn inspect(name: &str) -> Result<SegmentInfo, Error> {
         let (segment, fd) = Segment::open(name, &Access::default(), Patience::Now)?;
+        segment
+            .expect_kind(crate::segment::ExpectedKind::WorkQueue)
+            .map_err(|error| match error {
+                Error::WrongKind {
+                    name,
+                    found,
+                    expected,
+                    ..
+                } => Error::WrongKind {
+                    name,
+                    found,
+                    expected,
+                    hint: "shmq::broadcast::Snapshot::read (to inspect it), or `shmq inspect`",
+                },
+                other => other,
+            })?;
         Ok(snapshot(&segment, &ShmPlatform::new(fd), None))
     }
 

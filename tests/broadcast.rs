@@ -233,6 +233,19 @@ fn work_queue_and_broadcast_handles_refuse_each_others_segments() {
         refused.to_string().contains("shmq::broadcast::Subscriber"),
         "{refused}"
     );
+    // The work queue's admin calls refuse it too, rather than read its lines as a
+    // work queue's, and leave it in place.
+    for refused in [
+        Queue::inspect(&broadcast).map(|_| ()).unwrap_err(),
+        Queue::remove_if_unused(&broadcast).map(|_| ()).unwrap_err(),
+    ] {
+        assert!(matches!(refused, Error::WrongKind { .. }), "{refused}");
+        assert!(refused.to_string().contains("Snapshot::read"), "{refused}");
+    }
+    let listed = Queue::list().unwrap();
+    let entry = listed.iter().find(|entry| entry.name == broadcast).unwrap();
+    assert!(matches!(entry.info, Err(Error::WrongKind { .. })));
+    assert!(Subscriber::open(&broadcast).is_ok(), "still there");
     let queue = unique("kind-queue");
     let _unlink_queue = UnlinkOnDrop(&queue);
     let _queue = Queue::create(&queue, &Options::new(2, 8)).unwrap();

@@ -317,15 +317,15 @@ enum Shown {
 }
 
 impl Shown {
-    /// Reads segment `name` as a broadcast segment, or, if it is a work queue, as
-    /// one (`work_queue` gives its snapshot).
+    /// Reads segment `name` as a work queue (`work_queue` gives its snapshot) or,
+    /// if that says it is a broadcast segment ([`shmq::Error::WrongKind`]), as one.
     fn read(
         name: &str,
         work_queue: impl FnOnce() -> Result<SegmentInfo, shmq::Error>,
     ) -> Result<Self, shmq::Error> {
-        match Snapshot::read(name) {
-            Ok(snapshot) => Ok(Shown::Broadcast(snapshot)),
-            Err(shmq::Error::WrongKind { .. }) => work_queue().map(Shown::WorkQueue),
+        match work_queue() {
+            Ok(info) => Ok(Shown::WorkQueue(info)),
+            Err(shmq::Error::WrongKind { .. }) => Snapshot::read(name).map(Shown::Broadcast),
             Err(e) => Err(e),
         }
     }
@@ -363,16 +363,13 @@ pub fn inspect(args: &InspectArgs) -> Result<(), CliError> {
 
 /// `shmq ls`.
 pub fn ls(args: &LsArgs) -> Result<(), CliError> {
-    // `Queue::list` reads every segment as a work queue: each is read again as
-    // what it is.
+    // `Queue::list` snapshots work queues; a broadcast segment's entry is
+    // `WrongKind`, and it is read again as what it is.
     let segments: Vec<(String, Result<Shown, shmq::Error>)> = Queue::list()
         .map_err(escaped)?
         .into_iter()
         .map(|entry| {
-            let segment = match entry.info {
-                Ok(info) => Shown::read(&entry.name, || Ok(info)),
-                Err(e) => Err(e),
-            };
+            let segment = Shown::read(&entry.name, || entry.info);
             (entry.name, segment)
         })
         .collect();

@@ -128,16 +128,18 @@ enum Removed {
 /// messages wait in it: a broadcast segment holds nothing anyone is owed once no
 /// subscriber is alive).
 fn remove_if_unused(name: &str) -> Result<Removed, shmq::Error> {
-    match Snapshot::read(name) {
-        Ok(snapshot) if snapshot.live() > 0 => {
-            eprintln!("shmq: {}", broadcast_info::in_use_message(name, &snapshot));
-            return Ok(Removed::LeftAlone);
+    let removal = match Queue::remove_if_unused(name) {
+        Err(shmq::Error::WrongKind { .. }) => {
+            let snapshot = Snapshot::read(name)?;
+            if snapshot.live() > 0 {
+                eprintln!("shmq: {}", broadcast_info::in_use_message(name, &snapshot));
+                return Ok(Removed::LeftAlone);
+            }
+            return Queue::unlink(name).map(|()| Removed::Yes);
         }
-        Ok(_) => return Queue::unlink(name).map(|()| Removed::Yes),
-        Err(shmq::Error::WrongKind { .. }) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(match Queue::remove_if_unused(name)? {
+        other => other?,
+    };
+    Ok(match removal {
         Removal::Removed(_) => Removed::Yes,
         Removal::InUse(info) => {
             eprintln!("shmq: {}", info::in_use_message(name, &info));
