@@ -116,7 +116,8 @@ pub struct BenchArgs {
     pub compare: bool,
     /// Latency: alternate the cache-line floor and each transport in this many
     /// rounds (--duration is split among them), so each ratio compares measurements
-    /// taken moments apart on the same vCPU placement.
+    /// taken moments apart on the same vCPU placement. Fanout: shmq and iceoryx2
+    /// alternate at each subscriber count in each round (who goes first alternates).
     #[arg(long, default_value_t = 4)]
     pub rounds: u32,
     /// Latency: in each round also measure a two-line floor (one line each way, as
@@ -418,7 +419,10 @@ fn facts<'a>(args: &BenchArgs, ctx: &Context, notes: &'a [String]) -> Facts<'a> 
         workload: lower(args.workload),
         size: args.size,
         capacity: args.capacity,
-        wait: lower(ctx.settings.wait),
+        wait: match (args.workload, ctx.settings.wait) {
+            (Workload::Fanout, Wait::Futex) => "block".to_owned(),
+            (_, wait) => lower(wait),
+        },
         pinned: !ctx.cpus().is_empty(),
         notes,
         rounds: args.rounds.max(1),
