@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::process::{Command, Stdio};
+
 use serde_json::Value;
 
 use common::*;
@@ -21,12 +23,13 @@ fn transports() -> Vec<&'static str> {
     }
 }
 
-/// Runs a short fan-out bench with `wait` and returns its JSON report.
+/// Runs a short fan-out bench with `wait`, checks it removed its segments, and
+/// returns its JSON report.
 fn fanout_json(wait: &str) -> Value {
     let messages = MESSAGES.to_string();
     let rounds = ROUNDS.to_string();
-    let output = shmq(
-        &[
+    let child = Command::new(env!("CARGO_BIN_EXE_shmq"))
+        .args([
             "bench",
             "--workload",
             "fanout",
@@ -43,10 +46,23 @@ fn fanout_json(wait: &str) -> Value {
             "--wait",
             wait,
             "--json",
-        ],
-        b"",
-    );
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start shmq bench");
+    let pid = child.id();
+    let output = child.wait_with_output().expect("wait for shmq bench");
     assert_eq!(code(&output), 0, "{}", stderr(&output));
+    // Its broadcast segments (shmq.bench.PID.fanout.N) are gone.
+    let leaked: Vec<String> = std::fs::read_dir("/dev/shm")
+        .expect("read /dev/shm")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("shmq.bench.{pid}.")))
+        .collect();
+    assert!(leaked.is_empty(), "left in /dev/shm: {leaked:?}");
     serde_json::from_str(&stdout(&output))
         .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", stdout(&output)))
 }
