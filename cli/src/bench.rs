@@ -262,7 +262,7 @@ fn validate_fanout(args: &BenchArgs) -> Result<(), CliError> {
     }
     if !matches!(args.wait, None | Some(Wait::Futex) | Some(Wait::Yield)) {
         return usage(
-            "--workload fanout waits with --wait block or --wait yield (spinning subscribers cannot share 2 cores)"
+            "--workload fanout waits with --wait block or --wait yield (spinning subscribers would outnumber the cores)"
                 .into(),
         );
     }
@@ -278,7 +278,8 @@ fn validate_fanout(args: &BenchArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The settings the phases read (wait: spin, or futex for the wake-up workload).
+/// The settings the phases read (wait: spin, or futex for the wake-up and fan-out
+/// workloads).
 fn settings_of(args: &BenchArgs) -> Settings {
     Settings {
         size: args.size,

@@ -263,7 +263,9 @@ struct Names {
 enum Endpoint {
     Shmq,
     #[cfg(feature = "iceoryx2")]
-    Iceoryx2(#[allow(dead_code)] crate::iceoryx::Services),
+    Iceoryx2 {
+        _services: crate::iceoryx::Services,
+    },
 }
 
 impl Names {
@@ -295,12 +297,14 @@ impl Names {
                 Ok(Endpoint::Shmq)
             }
             #[cfg(feature = "iceoryx2")]
-            Fanout::Iceoryx2 => Ok(Endpoint::Iceoryx2(crate::iceoryx::Services::create(
-                name,
-                n,
-                settings.capacity,
-                waiting(settings.wait),
-            )?)),
+            Fanout::Iceoryx2 => Ok(Endpoint::Iceoryx2 {
+                _services: crate::iceoryx::Services::create(
+                    name,
+                    n,
+                    settings.capacity,
+                    waiting(settings.wait),
+                )?,
+            }),
             #[cfg(not(feature = "iceoryx2"))]
             Fanout::Iceoryx2 => Err(not_built_in()),
         }
