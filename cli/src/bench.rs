@@ -19,7 +19,7 @@ use crate::report::{merge_rate, merge_series, Facts, Measurements, Report, Serie
 use crate::settings::{Regime, Settings, Wait};
 use crate::transport::{Segments, Transport};
 use crate::units::{parse_duration, parse_rate};
-use crate::{latency, plot, throughput, wakeup};
+use crate::{fanout, latency, plot, throughput, wakeup};
 
 /// What to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -31,7 +31,19 @@ pub enum Workload {
     /// A consumer asleep on an empty queue; the producer sends after a random
     /// 1–5 ms pause; latency from the send stamp to receipt.
     Wakeup,
+    /// One publisher process, N subscriber processes (--subscribers): latency from
+    /// publish to each receipt of paced 64-byte messages, shmq broadcast segments
+    /// against iceoryx2 publish/subscribe (cli feature `iceoryx2`) in alternating
+    /// rounds.
+    Fanout,
 }
+
+/// Fan-out: the publisher's default pause between messages.
+const FANOUT_INTERVAL: Duration = Duration::from_micros(250);
+/// Fan-out: the default subscriber counts.
+const FANOUT_SUBSCRIBERS: [u64; 4] = [1, 2, 4, 8];
+/// Fan-out: most subscribers in one phase.
+const FANOUT_MAX_SUBSCRIBERS: u64 = 64;
 
 /// `shmq bench` options.
 #[derive(Args, Debug, Clone)]
@@ -61,9 +73,18 @@ pub struct BenchArgs {
     /// Message size in bytes (at least 8: the timestamp).
     #[arg(short = 's', long, default_value_t = 64)]
     pub size: u64,
-    /// Messages per producer (throughput); default: run for --duration.
-    #[arg(short = 'n', long)]
+    /// Messages per producer (throughput), or measured messages per round of each
+    /// transport (fanout); default: run for --duration.
+    #[arg(short = 'n', long, visible_alias = "messages")]
     pub count: Option<u64>,
+    /// Fanout: subscriber processes, one measurement per count (e.g. 1,2,4,8, the
+    /// default).
+    #[arg(long, value_delimiter = ',')]
+    pub subscribers: Vec<u64>,
+    /// Fanout: the publisher's pause between messages (default 250us), long enough
+    /// for every subscriber to wake and read, so latency is measured, not queueing.
+    #[arg(long, value_parser = parse_duration)]
+    pub interval: Option<Duration>,
     /// How long each transport is measured, after the warm-up (500ms, 2s, 1m).
     #[arg(short = 'd', long, default_value = "2s", value_parser = parse_duration)]
     pub duration: Duration,
@@ -73,7 +94,8 @@ pub struct BenchArgs {
     /// Queue capacity in messages (a power of two).
     #[arg(long, default_value_t = 1024)]
     pub capacity: u64,
-    /// Wait strategy (default: spin; futex for --workload wakeup).
+    /// Wait strategy (default: spin; futex for --workload wakeup; fanout: block
+    /// (= futex) or yield, default block).
     #[arg(short = 'w', long, value_enum)]
     pub wait: Option<Wait>,
     /// Hybrid: busy-poll budget.
@@ -94,7 +116,8 @@ pub struct BenchArgs {
     pub compare: bool,
     /// Latency: alternate the cache-line floor and each transport in this many
     /// rounds (--duration is split among them), so each ratio compares measurements
-    /// taken moments apart on the same vCPU placement.
+    /// taken moments apart on the same vCPU placement. Fanout: shmq and iceoryx2
+    /// alternate at each subscriber count in each round (who goes first alternates).
     #[arg(long, default_value_t = 4)]
     pub rounds: u32,
     /// Latency: in each round also measure a two-line floor (one line each way, as
@@ -189,11 +212,13 @@ fn validate(args: &BenchArgs) -> Result<(), CliError> {
     {
         return usage("--producers, --consumers and --rate apply to --workload throughput".into());
     }
-    if args.count.is_some() && args.workload != Workload::Throughput {
+    if args.count.is_some() && !matches!(args.workload, Workload::Throughput | Workload::Fanout) {
         return usage(
-            "--count applies to --workload throughput (others run for --duration)".into(),
+            "--count applies to --workload throughput and fanout (others run for --duration)"
+                .into(),
         );
     }
+    validate_fanout(args)?;
     if args.duration.is_zero() {
         return usage("--duration must be positive".into());
     }
@@ -212,7 +237,49 @@ fn validate(args: &BenchArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The settings the phases read (wait: spin, or futex for the wake-up workload).
+fn validate_fanout(args: &BenchArgs) -> Result<(), CliError> {
+    let usage = |m: String| Err(CliError::new(EX_USAGE, m));
+    if args.workload != Workload::Fanout {
+        if !args.subscribers.is_empty() || args.interval.is_some() {
+            return usage("--subscribers and --interval apply to --workload fanout".into());
+        }
+        return Ok(());
+    }
+    if args.size != fanout::SIZE {
+        return usage(format!(
+            "--workload fanout sends {}-byte messages (iceoryx2's payload type is fixed); drop --size",
+            fanout::SIZE
+        ));
+    }
+    if let Some(&n) = args
+        .subscribers
+        .iter()
+        .find(|&&n| n == 0 || n > FANOUT_MAX_SUBSCRIBERS)
+    {
+        return usage(format!(
+            "--subscribers {n} is out of range: 1 to {FANOUT_MAX_SUBSCRIBERS}"
+        ));
+    }
+    if !matches!(args.wait, None | Some(Wait::Futex) | Some(Wait::Yield)) {
+        return usage(
+            "--workload fanout waits with --wait block or --wait yield (spinning subscribers would outnumber the cores)"
+                .into(),
+        );
+    }
+    if args.interval.is_some_and(|i| i.is_zero()) || args.count == Some(0) {
+        return usage("--interval and --messages must be positive".into());
+    }
+    if args.compare || args.anatomy || args.batch > 1 || args.regime.is_some() {
+        return usage(
+            "--compare, --anatomy, --batch and --regime do not apply to --workload fanout (it compares with iceoryx2 itself)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// The settings the phases read (wait: spin, or futex for the wake-up and fan-out
+/// workloads).
 fn settings_of(args: &BenchArgs) -> Settings {
     Settings {
         size: args.size,
@@ -224,7 +291,7 @@ fn settings_of(args: &BenchArgs) -> Settings {
         producers: args.producers,
         consumers: args.consumers,
         wait: args.wait.unwrap_or(match args.workload {
-            Workload::Wakeup => Wait::Futex,
+            Workload::Wakeup | Workload::Fanout => Wait::Futex,
             _ => Wait::Spin,
         }),
         spin_for: args.spin_for,
@@ -238,6 +305,7 @@ fn settings_of(args: &BenchArgs) -> Settings {
 fn processes(args: &BenchArgs) -> u64 {
     match args.workload {
         Workload::Throughput => args.producers + args.consumers,
+        Workload::Fanout => 1 + fanout_subscribers(args).into_iter().max().unwrap_or(1),
         _ => 2,
     }
 }
@@ -256,6 +324,12 @@ fn placement(args: &BenchArgs, settings: &Settings, available: usize) -> (Vec<us
     } else {
         (0..available).collect()
     };
+    if args.workload == Workload::Fanout && !cfg!(feature = "iceoryx2") {
+        notes.push(
+            "shmq only: the iceoryx2 comparison is not built in (build with `--features iceoryx2`)"
+                .to_owned(),
+        );
+    }
     let processes = processes(args);
     if processes as usize > available && settings.wait == Wait::Spin {
         notes.push(format!(
@@ -265,8 +339,47 @@ fn placement(args: &BenchArgs, settings: &Settings, available: usize) -> (Vec<us
     (cpus, notes)
 }
 
+/// Fanout: the subscriber counts to measure.
+fn fanout_subscribers(args: &BenchArgs) -> Vec<u64> {
+    if args.subscribers.is_empty() {
+        FANOUT_SUBSCRIBERS.to_vec()
+    } else {
+        args.subscribers.clone()
+    }
+}
+
+/// The fan-out workload's first line: its own placement and waiting.
+fn fanout_header(args: &BenchArgs, ctx: &Context) -> String {
+    let settings = &ctx.settings;
+    let counts: Vec<String> = fanout_subscribers(args)
+        .iter()
+        .map(u64::to_string)
+        .collect();
+    let per_round = settings.per_round(args.rounds.max(1));
+    let measured = match settings.count {
+        Some(n) => format!("{n} measured messages"),
+        None => format!("{:.2} s", per_round.duration.as_secs_f64()),
+    };
+    format!(
+        "shmq bench: fanout workload, 1 publisher → {} subscriber processes, {} B messages, one every {:?}, buffers of {} messages; wait {}; {}; per round, each transport and count: {measured} after {:.1} s warm-up",
+        counts.join(","),
+        fanout::SIZE,
+        args.interval.unwrap_or(FANOUT_INTERVAL),
+        settings.capacity,
+        fanout::describe_wait(settings.wait),
+        match ctx.cpu(0) {
+            Some(cpu) => format!("publisher pinned to core {cpu}, subscribers unpinned"),
+            None => "unpinned".to_owned(),
+        },
+        settings.warmup.as_secs_f64(),
+    )
+}
+
 /// The run's first line (also the plot's title).
 fn header(args: &BenchArgs, ctx: &Context) -> String {
+    if args.workload == Workload::Fanout {
+        return fanout_header(args, ctx);
+    }
     let settings = &ctx.settings;
     let cpus = ctx.cpus();
     let mut shape = String::new();
@@ -307,7 +420,10 @@ fn facts<'a>(args: &BenchArgs, ctx: &Context, notes: &'a [String]) -> Facts<'a> 
         workload: lower(args.workload),
         size: args.size,
         capacity: args.capacity,
-        wait: lower(ctx.settings.wait),
+        wait: match (args.workload, ctx.settings.wait) {
+            (Workload::Fanout, Wait::Futex) => "block".to_owned(),
+            (_, wait) => lower(wait),
+        },
         pinned: !ctx.cpus().is_empty(),
         notes,
         rounds: args.rounds.max(1),
@@ -332,6 +448,13 @@ fn measure(args: &BenchArgs, ctx: &mut Context) -> Result<Measurements, CliError
     match args.workload {
         Workload::Latency => latency_rounds(args, ctx, &mut segments, &mut measured)?,
         Workload::Throughput => throughput_rounds(args, ctx, &mut segments, &mut measured)?,
+        Workload::Fanout => fanout::measure_rounds(
+            ctx,
+            &fanout_subscribers(args),
+            args.interval.unwrap_or(FANOUT_INTERVAL),
+            args.rounds.max(1),
+            &mut measured,
+        )?,
         Workload::Wakeup => {
             let mut transports = vec![
                 Transport::Shmq,

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use crate::baselines;
 use crate::control::{Control, Word};
 use crate::error::{CliError, EX_USAGE};
+use crate::fanout;
 use crate::floors;
 use crate::latency;
 use crate::link::Link;
@@ -62,5 +63,7 @@ fn play(role: Role, spec: &Spec, control: &Control) -> Result<Value, CliError> {
         Role::CrossbeamPingPong | Role::CrossbeamThroughput => {
             baselines::crossbeam(role, spec, control)
         }
+        Role::FanoutPublisher => fanout::publisher(spec, control),
+        Role::FanoutSubscriber => fanout::subscriber(spec, control),
     }
 }

@@ -7,8 +7,9 @@
 //! - [`tools`]: the segment tools.
 //! - [`bench`](mod@bench): the benchmark controller (arguments, rounds, alternating transports).
 //! - [`child`]: one re-executed benchmark process (`shmq __child`), running a role.
-//! - [`latency`], [`throughput`], [`wakeup`]: one workload each, both its controller
-//!   side (which processes, over which channels) and its child side (their loops).
+//! - [`latency`], [`throughput`], [`wakeup`], [`fanout`]: one workload each, both its
+//!   controller side (which processes, over which channels) and its child side
+//!   (their loops). `iceoryx` (cli feature `iceoryx2`): fanout's comparison.
 //! - [`floors`]: the reference measurements (cache-line floor, two-line floor, bare
 //!   slot ring).
 //! - [`plot`], [`report`]: the SVG, and the tables / JSON / `.hgrm`.
@@ -29,8 +30,11 @@ mod bench;
 mod child;
 mod control;
 mod error;
+mod fanout;
 mod floors;
 mod histogram;
+#[cfg(feature = "iceoryx2")]
+mod iceoryx;
 mod latency;
 mod link;
 mod os;

@@ -1,6 +1,7 @@
 //! The operating-system calls the benchmark needs and the library does not offer:
-//! the host-wide monotonic clock, how many CPUs there are, and pinning a thread to
-//! one of them. Everything here is a thin wrapper over `libc`.
+//! the host-wide monotonic clock and sleeping until a reading of it, how many CPUs
+//! there are, and pinning a thread to one of them. Everything here is a thin
+//! wrapper over `libc`.
 
 use std::io;
 
@@ -39,5 +40,30 @@ pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Sleeps until CLOCK_MONOTONIC reads `deadline_ns` (returns at once if it has
+/// passed): how a paced sender keeps its schedule without drifting.
+pub fn sleep_until_ns(deadline_ns: u64) {
+    let deadline = libc::timespec {
+        tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
+    };
+    // An absolute sleep restarts from the same deadline after a signal.
+    loop {
+        // SAFETY: `deadline` is a valid timespec with tv_nsec below 1e9; the
+        // remaining-time pointer may be null for TIMER_ABSTIME sleeps.
+        let rc = unsafe {
+            libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                libc::TIMER_ABSTIME,
+                &deadline,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc != libc::EINTR {
+            return;
+        }
     }
 }

@@ -61,10 +61,14 @@ pub enum Role {
     CrossbeamPingPong,
     /// Crossbeam baseline, throughput between two threads of one process.
     CrossbeamThroughput,
+    /// Fan-out: publishes paced, stamped messages to every subscriber.
+    FanoutPublisher,
+    /// Fan-out: receives every message until STOP, records publish→receipt.
+    FanoutSubscriber,
 }
 
 impl Role {
-    const ALL: [Role; 13] = [
+    const ALL: [Role; 15] = [
         Role::FloorA,
         Role::FloorB,
         Role::TwoLineA,
@@ -78,6 +82,8 @@ impl Role {
         Role::WakeProducer,
         Role::CrossbeamPingPong,
         Role::CrossbeamThroughput,
+        Role::FanoutPublisher,
+        Role::FanoutSubscriber,
     ];
 
     /// The name on the child's command line and in error messages.
@@ -96,6 +102,8 @@ impl Role {
             Role::WakeProducer => "wake-producer",
             Role::CrossbeamPingPong => "crossbeam-pingpong",
             Role::CrossbeamThroughput => "crossbeam-throughput",
+            Role::FanoutPublisher => "fanout-publisher",
+            Role::FanoutSubscriber => "fanout-subscriber",
         }
     }
 

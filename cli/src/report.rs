@@ -1,6 +1,6 @@
 //! What a benchmark run prints: the latency table (each row also as a multiple of
-//! the cache-line floor), the per-round ratios and tails, the throughput table, and
-//! the same as JSON or as HdrHistogram `.hgrm` text. Also the measurements' types,
+//! the cache-line floor), the per-round ratios and tails, the throughput table, the
+//! fan-out deliveries, and the same as JSON or as HdrHistogram `.hgrm` text. Also the measurements' types,
 //! and how rounds of the same measurement are merged.
 
 use std::fmt::Write as _;
@@ -38,6 +38,30 @@ pub struct Rate {
     pub latency: Series,
     /// The queue's fill as its consumers saw it (no samples for kernel channels).
     pub fill: Fill,
+}
+
+/// Messages a fan-out transport delivered, against what it should have.
+pub struct Delivery {
+    /// Transport and subscriber count.
+    pub label: String,
+    /// Measured messages sent × subscribers.
+    pub expected: u64,
+    /// Measured messages the subscribers received, together.
+    pub received: u64,
+    /// Messages the subscribers were told they missed (overwritten before read).
+    pub lagged: u64,
+}
+
+/// Adds `new` to the delivery with the same label, or appends it.
+fn merge_delivery(all: &mut Vec<Delivery>, new: Delivery) {
+    match all.iter_mut().find(|d| d.label == new.label) {
+        Some(existing) => {
+            existing.expected += new.expected;
+            existing.received += new.received;
+            existing.lagged += new.lagged;
+        }
+        None => all.push(new),
+    }
 }
 
 /// One value per round for each label, in the order labels first appeared.
@@ -86,6 +110,8 @@ pub struct Measurements {
     /// Latency: per label, the p99.9 (ns) of every round. A round runs on one vCPU
     /// placement; the merged table mixes the placements a run went through.
     pub round_tails: PerRound,
+    /// Fan-out: each round's deliveries (merged by label in the report).
+    pub deliveries: Vec<Delivery>,
 }
 
 /// Adds `new` to the series with the same label (histograms merged), or appends it.
@@ -161,6 +187,7 @@ pub struct Report {
     rates: Vec<Rate>,
     round_ratios: PerRound,
     round_tails: PerRound,
+    deliveries: Vec<Delivery>,
     /// The floor for ratios in the table: the lowest floor p50 measured (host
     /// placement of the vCPUs can change it for seconds; the lowest is the physical
     /// limit). For latency, the per-round ratios are the fairer comparison.
@@ -176,7 +203,12 @@ impl Report {
             mut rates,
             round_ratios,
             round_tails,
+            deliveries: each_round,
         } = measured;
+        let mut deliveries = Vec::new();
+        for d in each_round {
+            merge_delivery(&mut deliveries, d);
+        }
         let floor_p50 = floors
             .iter()
             .map(Series::p50)
@@ -197,6 +229,7 @@ impl Report {
             rates,
             round_ratios,
             round_tails,
+            deliveries,
             floor_p50,
         }
     }
@@ -239,6 +272,12 @@ impl Report {
                 "messages": r.messages,
                 "mean_fill": r.fill.mean(),
             })).collect::<Vec<_>>(),
+            "deliveries": self.deliveries.iter().map(|d| json!({
+                "transport": d.label,
+                "expected": d.expected,
+                "received": d.received,
+                "lagged": d.lagged,
+            })).collect::<Vec<_>>(),
         })
     }
 
@@ -256,6 +295,9 @@ impl Report {
         if !self.rates.is_empty() {
             self.throughput_table(&mut out, facts);
         }
+        if !self.deliveries.is_empty() {
+            self.delivery_table(&mut out);
+        }
         if facts.relative_p50 {
             self.relative_p50s(&mut out);
         }
@@ -264,7 +306,9 @@ impl Report {
 
     fn round_sections(&self, out: &mut String, facts: &Facts) {
         if !self.round_ratios.is_empty() {
-            let what = if self.rates.is_empty() {
+            let what = if facts.workload == "fanout" {
+                "shmq ÷ iceoryx2 latency ratio"
+            } else if self.rates.is_empty() {
                 "p50 / cache-line floor p50"
             } else {
                 "messages/s ratio"
@@ -340,6 +384,30 @@ impl Report {
                 out,
                 "offered load {} (latency measured from intended send times: coordinated omission accounted for)",
                 fmt_rate(rate, "msg")
+            );
+        }
+    }
+
+    fn delivery_table(&self, out: &mut String) {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "deliveries (expected: measured messages sent × subscribers, over all rounds):"
+        );
+        let _ = writeln!(
+            out,
+            "{:<24} {:>12} {:>12} {:>12} {:>12}",
+            "transport", "expected", "received", "lagged", "not received"
+        );
+        for d in &self.deliveries {
+            let _ = writeln!(
+                out,
+                "{:<24} {:>12} {:>12} {:>12} {:>12}",
+                d.label,
+                d.expected,
+                d.received,
+                d.lagged,
+                d.expected.saturating_sub(d.received),
             );
         }
     }

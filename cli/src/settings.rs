@@ -18,7 +18,9 @@ pub enum Wait {
     /// Spin --spin-for, yield --yield-for, then sleep on the futex (baselines: O_NONBLOCK
     /// reads for the same budgets, then poll(2)).
     Hybrid,
-    /// Sleep on the futex at once (baselines: blocking reads).
+    /// Sleep on the futex at once (baselines: blocking reads). `block` is the same
+    /// (the fan-out workload's name for it).
+    #[value(alias = "block")]
     Futex,
 }
 
