@@ -1,16 +1,44 @@
 //! Loom models of broadcast segments, on the shipped algorithm
 //! (`shmq::broadcast::model::Broadcast` over `BroadcastHeap`).
+//!
+//! A dead publisher is set up before the model's threads start, as a pre-state:
+//! its handle runs the shipped claim step (or only stores its claim word, as a
+//! process killed between that store and the tail CAS leaves it) and dies, and the
+//! platform model reports its liveness lock released. Only the repair then races
+//! the live handles, which keeps the models within loom's branch limit (a dying
+//! thread racing them as well did not fit).
 #![cfg(loom)]
 
 use loom::thread;
 use loom_tests::{check, ModelPlatform, Spin};
-use shmq::broadcast::model::{Broadcast, BroadcastHeap, Role};
+use shmq::broadcast::model::{Broadcast, BroadcastHeap, BroadcastMemory, Role};
 use shmq::broadcast::{SlowSubscriber, TryRecvError};
+use shmq::model::layout::POS_MASK;
+use shmq::model::Ordering;
 
 type Handle = Broadcast<std::sync::Arc<BroadcastHeap>, ModelPlatform>;
 
+/// Start at the last position before the wrap, so a dead publisher's skip sits at
+/// `POS_MASK` and the next position wraps to 0.
+const NEAR_WRAP: u64 = POS_MASK;
+
 fn handles(policy: SlowSubscriber, roles: &[Role]) -> (ModelPlatform, Vec<Handle>) {
-    let memory = std::sync::Arc::new(BroadcastHeap::new(2, 2, roles.len() as u64, 0));
+    handles_at(policy, roles, 0)
+}
+
+/// Capacity 2, 2-byte messages, one record per role, registered in `roles`' order,
+/// the tail starting at `initial_position`.
+fn handles_at(
+    policy: SlowSubscriber,
+    roles: &[Role],
+    initial_position: u64,
+) -> (ModelPlatform, Vec<Handle>) {
+    let memory = std::sync::Arc::new(BroadcastHeap::new(
+        2,
+        2,
+        roles.len() as u64,
+        initial_position,
+    ));
     let platform = ModelPlatform::new(roles.len() as u64);
     let handles = roles
         .iter()
@@ -132,6 +160,152 @@ fn dead_subscriber_does_not_hold_a_lossless_publisher_back() {
                 }
             }
             dies.join().unwrap();
+        },
+    );
+}
+
+/// A message's two bytes, asserting the length is a message's (a skip's length or a
+/// stale one read as a message shows here).
+fn whole(bytes: &[u8]) -> Option<[u8; 2]> {
+    assert_eq!(bytes.len(), 2, "not a message's length: {bytes:?}");
+    Some([bytes[0], bytes[1]])
+}
+
+/// Receives `count` messages, sweeping for dead publishers whenever nothing is
+/// ready (as a waiting `Subscriber` does); lossless, so a lag is an error.
+fn receive_sweeping(subscriber: &Handle, count: usize) -> Vec<[u8; 2]> {
+    let mut messages = Vec::new();
+    let mut spin = Spin::default();
+    while messages.len() < count {
+        match subscriber.try_recv_with(whole) {
+            Ok(message) => {
+                messages.push(message);
+                spin.progressed();
+            }
+            Err(TryRecvError::Empty) => {
+                subscriber.sweep();
+                spin.failed();
+            }
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    messages
+}
+
+/// Publishes `[n, n]` for each `n` in `ids`, retrying while blocked (`try_publish`
+/// sweeps for a dead publisher one lap back before it answers `Full`).
+fn publish_all(publisher: &Handle, ids: &[u8]) {
+    let mut spin = Spin::default();
+    for &n in ids {
+        while publisher.try_publish(&[n, n]).is_err() {
+            spin.failed();
+        }
+        spin.progressed();
+    }
+}
+
+/// Everything was received: nothing more is ready, and the segment counted
+/// `skips` skips.
+fn assert_drained(subscriber: &Handle, skips: u64) {
+    assert!(matches!(
+        subscriber.try_recv_with(whole),
+        Err(TryRecvError::Empty)
+    ));
+    // Relaxed: every other thread has been joined.
+    let skipped = subscriber
+        .memory()
+        .shared()
+        .stats
+        .skipped
+        .load(Ordering::Relaxed);
+    assert_eq!(skipped, skips, "skips made");
+}
+
+/// Lossless, capacity 2. Pre-state: a publisher claimed the position at the tail
+/// (the shipped claim step: claim word, tail CAS) and died before writing it. Then
+/// a live publisher publishes two messages (the second needs the dead one's slot,
+/// so it sweeps while blocked on it) while the subscriber receives, sweeping while
+/// it waits behind the unpublished slot. Asserts: the subscriber gets both
+/// messages, whole and in order, and nothing else (the skip stepped over silently);
+/// exactly one skip was made, by whichever sweeper won.
+///
+/// Bound: 3 preemptions: each sweeper inside its sweep, and the live publisher
+/// between claim and publish.
+#[test]
+fn dead_publisher_slot_is_skipped_and_stepped_over() {
+    check("dead_publisher_slot_is_skipped_and_stepped_over", 3, || {
+        let (platform, mut all) = handles_at(
+            SlowSubscriber::Lossless,
+            &[Role::Subscriber, Role::Publisher, Role::Publisher],
+            NEAR_WRAP,
+        );
+        let live = all.pop().unwrap();
+        let dying = all.pop().unwrap();
+        let subscriber = all.pop().unwrap();
+        let dead = dying.participant_index();
+        assert_eq!(
+            dying.claim_and_die(),
+            Some(NEAR_WRAP),
+            "the claim at the tail"
+        );
+        platform.kill(dead);
+        // The live handle comes back to be dropped after the join: a clean exit
+        // racing the sweep is not this model's subject.
+        let publishing = thread::spawn(move || {
+            publish_all(&live, &[1, 2]);
+            live
+        });
+        let messages = receive_sweeping(&subscriber, 2);
+        let live = publishing.join().unwrap();
+        assert_eq!(messages, [[1, 1], [2, 2]]);
+        assert_drained(&subscriber, 1);
+        drop(live);
+    });
+}
+
+/// Lossless, capacity 2. Pre-state: a publisher stored the position at the tail in
+/// its claim word and died before its tail CAS (a kill between the two), so its
+/// record names a position it never took. Then a live publisher takes that position
+/// and the next, publishing one message in each, while the subscriber receives,
+/// sweeping while it waits. The sweep sees the dead record's claim outstanding (the
+/// tail past it, the slot not yet published) and must find the live publisher
+/// holding it, or the slot published on its second look. Asserts: both messages
+/// received, in order; no skip made (a skip over the live publisher's slot would
+/// lose its message, or store the skip length under it).
+///
+/// Bound: 4 preemptions: the live publisher between claim and publish (twice), and
+/// the sweeper between its loads.
+#[test]
+fn live_publisher_taking_a_dead_publishers_recorded_position_is_not_skipped() {
+    check(
+        "live_publisher_taking_a_dead_publishers_recorded_position_is_not_skipped",
+        4,
+        || {
+            let (platform, mut all) = handles_at(
+                SlowSubscriber::Lossless,
+                &[Role::Subscriber, Role::Publisher, Role::Publisher],
+                NEAR_WRAP,
+            );
+            let live = all.pop().unwrap();
+            let dying = all.pop().unwrap();
+            let subscriber = all.pop().unwrap();
+            let dead = dying.participant_index();
+            let memory = dying.memory().clone();
+            // Relaxed: before any model thread starts.
+            let tail = memory.shared().tail.value.load(Ordering::Relaxed);
+            // Release: as the claim step's store (the spawn orders it anyway).
+            memory.record(dead).claim.store(tail, Ordering::Release);
+            dying.die();
+            platform.kill(dead);
+            let publishing = thread::spawn(move || {
+                publish_all(&live, &[1, 2]);
+                live
+            });
+            let messages = receive_sweeping(&subscriber, 2);
+            let live = publishing.join().unwrap();
+            assert_eq!(messages, [[1, 1], [2, 2]]);
+            assert_drained(&subscriber, 0);
+            drop(live);
         },
     );
 }
