@@ -9,6 +9,11 @@
 #   loom-tests/weaken.sh            # all weakenings
 #   loom-tests/weaken.sh publish    # only those whose name contains "publish"
 #
+# An entry may name the loom test targets (files in loom-tests/tests/, comma
+# separated) whose models catch it; its weakened run then runs only those, e.g.
+# `--test broadcast`. Without that field it runs the whole suite. The baseline run is
+# always the whole suite.
+#
 # Reuses target/loom-weaken (separate from target/loom) so rebuilds are incremental;
 # WEAKEN_TARGET_DIR overrides it. WEAKEN_SKIP_BASELINE=1 skips the baseline run.
 #
@@ -22,7 +27,7 @@ target="${WEAKEN_TARGET_DIR:-$root/target/loom-weaken}"
 filter="${1:-}"
 
 # name | file under src/ | line pattern (a fixed string found exactly once in that
-# file) | from | to
+# file) | from | to [| test targets]
 weakenings=(
   # The claim step (ring/mod.rs), shared by send, receive and the crash hook.
   "claim-acquire|ring/mod.rs|// Acquire: pairs with the Release that made the slot ready for us: for a|NEXT:Ordering::Acquire|Ordering::Relaxed"
@@ -55,14 +60,43 @@ weakenings=(
   # The create/open handshake (ready.rs).
   "ready-publish-release|ready.rs|state_word.store(state::READY, Ordering::Release);|Ordering::Release|Ordering::Relaxed"
   "ready-check-acquire|ready.rs|state_word.load(Ordering::Acquire) == state::READY|Ordering::Acquire|Ordering::Relaxed"
+  # Broadcast segments (issue #14; docs/broadcast.md, "Orderings, paired"), caught by
+  # the models in tests/broadcast.rs.
+  "bcast-claim-tail-seqcst|broadcast/ring.rs|let pos = self.tail().load(Ordering::SeqCst);|Ordering::SeqCst|Ordering::Relaxed|broadcast"
+  "bcast-claim-stamp-acquire|broadcast/ring.rs|// Acquire: pairs with the previous lap's publish (or skip) Release: its|NEXT:Ordering::Acquire|Ordering::Relaxed|broadcast"
+  "bcast-claim-record-release|broadcast/ring.rs|record.claim.store(pos, Ordering::Release);|Ordering::Release|Ordering::Relaxed|broadcast"
+  "bcast-tail-cas-seqcst|broadcast/ring.rs|.compare_exchange(pos, pos_add(pos, 1), Ordering::SeqCst, Ordering::Relaxed)|Ordering::SeqCst|Ordering::Relaxed|broadcast"
+  "bcast-claim-none-release|broadcast/ring.rs|record.claim.store(CLAIM_NONE, Ordering::Release);|Ordering::Release|Ordering::Relaxed|broadcast"
+  "bcast-writing-fence-release|broadcast/ring.rs|fence(Ordering::Release);|Ordering::Release|Ordering::Relaxed|broadcast"
+  "bcast-publish-release|broadcast/ring.rs|slot.stamp.store(published(pos), Ordering::Release);|Ordering::Release|Ordering::Relaxed|broadcast"
+  "bcast-recv-stamp-acquire|broadcast/ring.rs|// Acquire: pairs with the publisher's Release of the even stamp (or the|NEXT:Ordering::Acquire|Ordering::Relaxed|broadcast"
+  "bcast-recheck-fence-acquire|broadcast/ring.rs|fence(Ordering::Acquire);|Ordering::Acquire|Ordering::Relaxed|broadcast"
+  "bcast-cursor-store-seqcst|broadcast/ring.rs|cursor.store(next, Ordering::SeqCst);|Ordering::SeqCst|Ordering::Relaxed|broadcast"
+  "bcast-gate-role-seqcst|broadcast/ring.rs|record.role.load(Ordering::SeqCst) != role::SUBSCRIBER {|Ordering::SeqCst|Ordering::Relaxed|broadcast"
+  "bcast-gate-cursor-seqcst|broadcast/ring.rs|let cursor = record.cursor.load(Ordering::SeqCst);|Ordering::SeqCst|Ordering::Relaxed|broadcast"
+  "bcast-wake-waiters-seqcst|broadcast/ring.rs|if word.waiters.load(Ordering::SeqCst) != 0 {|Ordering::SeqCst|Ordering::Relaxed|broadcast"
+  "bcast-register-waiters-seqcst|broadcast/wake.rs|word.waiters.fetch_add(1, Ordering::SeqCst);|Ordering::SeqCst|Ordering::Relaxed|broadcast"
+  "bcast-readiness-tail-seqcst|broadcast/wake.rs|if tail.load(Ordering::SeqCst) == pos {|Ordering::SeqCst|Ordering::Relaxed|broadcast"
+  "bcast-sweep-tail-seqcst|broadcast/recovery.rs|let tail = memory.shared().tail.value.load(Ordering::SeqCst);|Ordering::SeqCst|Ordering::Relaxed|broadcast"
+  "bcast-live-holder-claim-acquire|broadcast/recovery.rs|let claim = record.claim.load(Ordering::Acquire);|Ordering::Acquire|Ordering::Relaxed|broadcast"
+  "bcast-live-holder-state-acquire|broadcast/recovery.rs|&& record.state.load(Ordering::Acquire) == participant::ACTIVE|Ordering::Acquire|Ordering::Relaxed|broadcast"
+  "bcast-skip-release|broadcast/recovery.rs|.compare_exchange(stamp, published(pos), Ordering::Release, Ordering::Relaxed)|Ordering::Release|Ordering::Relaxed|broadcast"
+  "bcast-unregister-claim-release|broadcast/recovery.rs|record.claim.store(CLAIM_NONE, Ordering::Release);|Ordering::Release|Ordering::Relaxed|broadcast"
+  "bcast-unregister-state-release|broadcast/recovery.rs|record.state.store(participant::FREE, Ordering::Release);|Ordering::Release|Ordering::Relaxed|broadcast"
 )
 
-# Runs the loom suite in directory $1 with log $2; sets $status and $failed (the
+# Runs the loom suite in directory $1 with log $2 (only the test targets in $3, comma
+# separated, if given); sets $status and $failed (the
 # failing models: cargo's "failures:" list, plus the panicking test threads, since
 # a loom deadlock can abort its test binary before the list is printed).
 run_suite() {
+  local targets=()
+  local test_target
+  for test_target in ${3//,/ }; do
+    targets+=(--test "$test_target")
+  done
   (cd "$1" && RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$target" \
-    cargo test -p loom-tests --release --no-fail-fast >"$2" 2>&1)
+    cargo test -p loom-tests --release --no-fail-fast "${targets[@]}" >"$2" 2>&1)
   status=$?
   failed="$( (grep -E '^    [a-z_0-9]+$' "$2" | sed 's/^ *//'
               grep -oE "^thread '[a-z_0-9]+' \([0-9]+\) panicked" "$2" | cut -d"'" -f2) |
@@ -76,7 +110,7 @@ summary=()
 
 copy_repository() {
   mkdir -p "$1"
-  (cd "$root" && cp -r Cargo.toml Cargo.lock README.md src cli loom-tests benches examples tests "$1/")
+  (cd "$root" && cp -r Cargo.toml Cargo.lock README.md src cli bridge loom-tests benches examples tests "$1/")
 }
 
 if [[ "${WEAKEN_SKIP_BASELINE:-0}" != 1 ]]; then
@@ -92,7 +126,7 @@ if [[ "${WEAKEN_SKIP_BASELINE:-0}" != 1 ]]; then
 fi
 
 for entry in "${weakenings[@]}"; do
-  IFS='|' read -r name source pattern from to <<<"$entry"
+  IFS='|' read -r name source pattern from to tests <<<"$entry"
   [[ -n "$filter" && "$name" != *"$filter"* ]] && continue
   copy="$scratch/$name"
   copy_repository "$copy"
@@ -120,14 +154,14 @@ for entry in "${weakenings[@]}"; do
   echo "weakened $name at src/$source:$target_line: $(sed -n "${target_line}p" "$file" | sed 's/^ *//')"
   log="$scratch/$name.log"
   started=$(date +%s)
-  run_suite "$copy" "$log"
+  run_suite "$copy" "$log" "$tests"
   elapsed=$(($(date +%s) - started))
   if grep -qE '^error(\[E[0-9]+\])?: could not compile|^error\[E' "$log"; then
     line="ERROR   $name: the weakened copy does not build"
     tail -20 "$log"
     missed=1
   elif [[ $status -ne 0 && -n "$failed" ]]; then
-    line="CAUGHT  $name in ${elapsed}s by: $failed"
+    line="CAUGHT  $name in ${elapsed}s (${tests:-every} test target) by: $failed"
   elif [[ $status -ne 0 ]]; then
     line="ERROR   $name: the suite failed without naming a model (see below)"
     tail -20 "$log"

@@ -11,10 +11,11 @@
 
 use loom::thread;
 use loom_tests::{check, ModelPlatform, Spin};
-use shmq::broadcast::model::{Broadcast, BroadcastHeap, BroadcastMemory, Role};
+use shmq::broadcast::model::{Broadcast, BroadcastHeap, BroadcastMemory, Readiness, Role};
 use shmq::broadcast::{SlowSubscriber, TryRecvError};
 use shmq::model::layout::POS_MASK;
 use shmq::model::Ordering;
+use shmq::model::Platform;
 
 type Handle = Broadcast<std::sync::Arc<BroadcastHeap>, ModelPlatform>;
 
@@ -23,23 +24,20 @@ type Handle = Broadcast<std::sync::Arc<BroadcastHeap>, ModelPlatform>;
 const NEAR_WRAP: u64 = POS_MASK;
 
 fn handles(policy: SlowSubscriber, roles: &[Role]) -> (ModelPlatform, Vec<Handle>) {
-    handles_at(policy, roles, 0)
+    handles_at(policy, roles, 0, 0)
 }
 
 /// Capacity 2, 2-byte messages, one record per role, registered in `roles`' order,
-/// the tail starting at `initial_position`.
+/// and `spare` free records; the tail starts at `initial_position`.
 fn handles_at(
     policy: SlowSubscriber,
     roles: &[Role],
+    spare: u64,
     initial_position: u64,
 ) -> (ModelPlatform, Vec<Handle>) {
-    let memory = std::sync::Arc::new(BroadcastHeap::new(
-        2,
-        2,
-        roles.len() as u64,
-        initial_position,
-    ));
-    let platform = ModelPlatform::new(roles.len() as u64);
+    let records = roles.len() as u64 + spare;
+    let memory = std::sync::Arc::new(BroadcastHeap::new(2, 2, records, initial_position));
+    let platform = ModelPlatform::new(records);
     let handles = roles
         .iter()
         .map(|&role| {
@@ -47,7 +45,39 @@ fn handles_at(
                 .expect("a free record")
         })
         .collect();
+    declare_initial_values_seq_cst(&memory);
     (platform, handles)
+}
+
+/// Re-stores, with SeqCst, every word the algorithm loads with SeqCst (the tail, the
+/// wait words, the records' roles and cursors), before any model thread starts: a
+/// value written by initialisation is not a SeqCst store in loom, so a SeqCst load
+/// could return it after a newer SeqCst store, which C++ forbids
+/// (`loom_tests::ring`'s helper of the same name explains the gap).
+fn declare_initial_values_seq_cst(memory: &BroadcastHeap) {
+    let shared = memory.shared();
+    // SeqCst: see above.
+    let tail = &shared.tail.value;
+    tail.store(tail.load(Ordering::Relaxed), Ordering::SeqCst);
+    for word in [&shared.not_empty, &shared.not_full] {
+        // SeqCst: see above.
+        word.waiters
+            .store(word.waiters.load(Ordering::Relaxed), Ordering::SeqCst);
+        // SeqCst: see above.
+        word.epoch
+            .store(word.epoch.load(Ordering::Relaxed), Ordering::SeqCst);
+    }
+    for index in 0..memory.geometry().max_participants {
+        let record = memory.record(index);
+        // SeqCst: see above.
+        record
+            .role
+            .store(record.role.load(Ordering::Relaxed), Ordering::SeqCst);
+        // SeqCst: see above.
+        record
+            .cursor
+            .store(record.cursor.load(Ordering::Relaxed), Ordering::SeqCst);
+    }
 }
 
 /// Receives until `count` messages or lags have been accounted for; returns the
@@ -237,6 +267,7 @@ fn dead_publisher_slot_is_skipped_and_stepped_over() {
         let (platform, mut all) = handles_at(
             SlowSubscriber::Lossless,
             &[Role::Subscriber, Role::Publisher, Role::Publisher],
+            0,
             NEAR_WRAP,
         );
         let live = all.pop().unwrap();
@@ -284,6 +315,7 @@ fn live_publisher_taking_a_dead_publishers_recorded_position_is_not_skipped() {
             let (platform, mut all) = handles_at(
                 SlowSubscriber::Lossless,
                 &[Role::Subscriber, Role::Publisher, Role::Publisher],
+                0,
                 NEAR_WRAP,
             );
             let live = all.pop().unwrap();
@@ -306,6 +338,133 @@ fn live_publisher_taking_a_dead_publishers_recorded_position_is_not_skipped() {
             assert_eq!(messages, [[1, 1], [2, 2]]);
             assert_drained(&subscriber, 0);
             drop(live);
+        },
+    );
+}
+
+/// Waits the way a blocking handle does, with the shipped halves of the protocol:
+/// `register_waiter` (count, epoch, re-check) and `withdraw_waiter`. `Idle` sleeps on
+/// the model futex, which never times out, so a lost wake-up is a loom deadlock;
+/// `Pending` (a claim in flight) spins instead of the handles' bounded sleep.
+fn wait_for_progress(handle: &Handle, platform: &ModelPlatform, spin: &mut Spin) {
+    let (epoch, readiness) = handle.register_waiter();
+    match readiness {
+        Readiness::Idle => platform.wait(handle.epoch_word(), epoch, None),
+        Readiness::Pending => spin.failed(),
+        Readiness::Ready => {}
+    }
+    handle.withdraw_waiter();
+}
+
+/// A subscriber waits on an empty segment while a publisher publishes. Asserts the
+/// message arrives; a lost wake-up is a deadlock.
+///
+/// Bound: 3 preemptions: the waiter's registration and re-check against the
+/// publisher's claim, publish and waiter check.
+#[test]
+fn subscriber_waiting_on_an_empty_segment_is_woken() {
+    check("subscriber_waiting_on_an_empty_segment_is_woken", 3, || {
+        let (platform, mut all) = handles_at(
+            SlowSubscriber::Lossless,
+            &[Role::Subscriber, Role::Publisher],
+            0,
+            NEAR_WRAP,
+        );
+        let publisher = all.pop().unwrap();
+        let subscriber = all.pop().unwrap();
+        let receiving = thread::spawn(move || {
+            let mut spin = Spin::default();
+            loop {
+                match subscriber.try_recv_with(whole) {
+                    Ok(message) => return message,
+                    Err(TryRecvError::Empty) => {
+                        wait_for_progress(&subscriber, &platform, &mut spin)
+                    }
+                    Err(e) => panic!("unexpected {e:?}"),
+                }
+            }
+        });
+        publisher
+            .try_publish(&[1, 1])
+            .expect("an empty ring has room");
+        assert_eq!(receiving.join().unwrap(), [1, 1]);
+    });
+}
+
+/// Lossless, capacity 2, full: a publisher waits for room while the subscriber
+/// receives one message. Asserts the publish completes; a lost wake-up (the
+/// publisher's gate re-check missing the subscriber's new cursor while the
+/// subscriber misses the waiter) is a deadlock.
+///
+/// Bound: 3 preemptions, as above.
+#[test]
+fn lossless_publisher_waiting_on_a_full_segment_is_woken() {
+    check(
+        "lossless_publisher_waiting_on_a_full_segment_is_woken",
+        3,
+        || {
+            let (platform, mut all) = handles_at(
+                SlowSubscriber::Lossless,
+                &[Role::Subscriber, Role::Publisher],
+                0,
+                NEAR_WRAP,
+            );
+            let publisher = all.pop().unwrap();
+            let subscriber = all.pop().unwrap();
+            publish_all(&publisher, &[1, 2]);
+            let receiving = thread::spawn(move || {
+                assert_eq!(subscriber.try_recv_with(whole).unwrap(), [1, 1]);
+                subscriber
+            });
+            let mut spin = Spin::default();
+            while publisher.try_publish(&[3, 3]).is_err() {
+                wait_for_progress(&publisher, &platform, &mut spin);
+            }
+            let subscriber = receiving.join().unwrap();
+            let messages = receive_sweeping(&subscriber, 2);
+            assert_eq!(messages, [[2, 2], [3, 3]]);
+        },
+    );
+}
+
+/// Lossless, capacity 2: a subscriber joins while a publisher publishes three
+/// messages (the third overwrites the first's slot). Asserts the subscriber
+/// receives every message from the position it joined at, in order, and never
+/// lags: the publisher's gate scan saw it, or it joined at a tail past the slot
+/// being overwritten.
+///
+/// Bound: 2 preemptions: the joiner between its role store and its tail load, and
+/// the publisher between its tail load and its gate scan (3 explores 729 130
+/// executions, two minutes).
+#[test]
+fn subscriber_joining_while_publishing_misses_nothing_after_it_joined() {
+    check(
+        "subscriber_joining_while_publishing_misses_nothing_after_it_joined",
+        2,
+        || {
+            let (platform, mut all) =
+                handles_at(SlowSubscriber::Lossless, &[Role::Publisher], 1, 0);
+            let publisher = all.pop().unwrap();
+            let memory = publisher.memory().clone();
+            let joining = thread::spawn(move || {
+                let subscriber = Broadcast::register(
+                    memory,
+                    platform,
+                    Role::Subscriber,
+                    SlowSubscriber::Lossless,
+                    1,
+                    0,
+                )
+                .expect("a free record");
+                // Positions 0, 1, 2 hold messages 1, 2, 3.
+                let first = subscriber.cursor() as u8 + 1;
+                let expected: Vec<[u8; 2]> = (first..=3).map(|n| [n, n]).collect();
+                let messages = receive_sweeping(&subscriber, expected.len());
+                assert_eq!(messages, expected);
+                subscriber
+            });
+            publish_all(&publisher, &[1, 2, 3]);
+            drop(joining.join().unwrap());
         },
     );
 }
