@@ -441,6 +441,44 @@ fn subscriber_waiting_on_an_empty_segment_is_woken() {
     });
 }
 
+/// A subscriber waits twice on an empty segment while a publisher publishes two
+/// messages: the second wait follows a withdrawal whose decrement a publisher may
+/// already have read. Asserts both arrive, in order; a lost wake-up is a deadlock.
+///
+/// Bound: 3 preemptions, as above.
+#[test]
+fn subscriber_waiting_twice_is_woken_each_time() {
+    check("subscriber_waiting_twice_is_woken_each_time", 3, || {
+        let (platform, mut all) = handles_at(
+            SlowSubscriber::Lossless,
+            &[Role::Subscriber, Role::Publisher],
+            0,
+            NEAR_WRAP,
+        );
+        let publisher = all.pop().unwrap();
+        let subscriber = all.pop().unwrap();
+        let receiving = thread::spawn(move || {
+            let mut messages = Vec::new();
+            let mut spin = Spin::default();
+            while messages.len() < 2 {
+                match subscriber.try_recv_with(whole) {
+                    Ok(message) => messages.push(message),
+                    Err(TryRecvError::Empty) => {
+                        wait_for_progress(&subscriber, &platform, &mut spin)
+                    }
+                    Err(e) => panic!("unexpected {e:?}"),
+                }
+            }
+            messages
+        });
+        publisher
+            .try_publish(&[1, 1])
+            .expect("an empty ring has room");
+        publisher.try_publish(&[2, 2]).expect("two slots");
+        assert_eq!(receiving.join().unwrap(), [[1, 1], [2, 2]]);
+    });
+}
+
 /// Lossless, capacity 2, full: a publisher waits for room while the subscriber
 /// receives one message. Asserts the publish completes; a lost wake-up (the
 /// publisher's gate re-check missing the subscriber's new cursor while the
@@ -473,6 +511,37 @@ fn lossless_publisher_waiting_on_a_full_segment_is_woken() {
             let subscriber = receiving.join().unwrap();
             let messages = receive_sweeping(&subscriber, 2);
             assert_eq!(messages, [[2, 2], [3, 3]]);
+        },
+    );
+}
+
+/// Lossless, capacity 2, full: a publisher waits for room while the only
+/// subscriber leaves cleanly without reading. Asserts the publish completes: the
+/// publisher's gate re-check sees the record no longer a subscriber's, or the
+/// leaver sees the publisher waiting and wakes it; a lost wake-up is a deadlock.
+///
+/// Bound: 3 preemptions, as above.
+#[test]
+fn lossless_publisher_waiting_on_a_leaving_subscriber_is_woken() {
+    check(
+        "lossless_publisher_waiting_on_a_leaving_subscriber_is_woken",
+        3,
+        || {
+            let (platform, mut all) = handles_at(
+                SlowSubscriber::Lossless,
+                &[Role::Subscriber, Role::Publisher],
+                0,
+                NEAR_WRAP,
+            );
+            let publisher = all.pop().unwrap();
+            let subscriber = all.pop().unwrap();
+            publish_all(&publisher, &[1, 2]);
+            let leaving = thread::spawn(move || drop(subscriber));
+            let mut spin = Spin::default();
+            while publisher.try_publish(&[3, 3]).is_err() {
+                wait_for_progress(&publisher, &platform, &mut spin);
+            }
+            leaving.join().unwrap();
         },
     );
 }
