@@ -8,6 +8,7 @@
 #
 #   loom-tests/weaken.sh            # all weakenings
 #   loom-tests/weaken.sh publish    # only those whose name contains "publish"
+#   loom-tests/weaken.sh =publish-release   # only the one named exactly so
 #
 # An entry may name the loom test targets (files in loom-tests/tests/, comma
 # separated) whose models catch it; its weakened run then runs only those, e.g.
@@ -30,36 +31,36 @@ filter="${1:-}"
 # file) | from | to [| test targets]
 weakenings=(
   # The claim step (ring/mod.rs), shared by send, receive and the crash hook.
-  "claim-acquire|ring/mod.rs|// Acquire: pairs with the Release that made the slot ready for us: for a|NEXT:Ordering::Acquire|Ordering::Relaxed"
-  "run-slot-acquire|ring/mod.rs|if slot.sequence.load(Ordering::Acquire) != pos_add(next, end.ready_offset()) {|Ordering::Acquire|Ordering::Relaxed"
-  "run-store-release|ring/mod.rs|run_word.store(count, Ordering::Release);|Ordering::Release|Ordering::Relaxed"
-  "live-holder-run-acquire|ring/recovery.rs|let run = end.run_word(record).load(Ordering::Acquire);|Ordering::Acquire|Ordering::Relaxed"
-  "claim-record-release|ring/mod.rs|claim_word.store(pos, Ordering::Release);|Ordering::Release|Ordering::Relaxed"
-  "claim-cas-seqcst|ring/mod.rs|match cursor.compare_exchange(|NEXT:Ordering::SeqCst|Ordering::Relaxed"
-  "claim-none-release|ring/mod.rs|claim_word.store(CLAIM_NONE, Ordering::Release);|Ordering::Release|Ordering::Relaxed"
-  "publish-release|ring/mod.rs|slot.sequence.store(pos_add(pos, 1), Ordering::Release);|Ordering::Release|Ordering::Relaxed"
-  "release-slot-release|ring/mod.rs|.store(pos_add(pos, self.capacity), Ordering::Release);|Ordering::Release|Ordering::Relaxed"
+  "claim-acquire|ring/mod.rs|// Acquire: pairs with the Release that made the slot ready for us: for a|NEXT:Ordering::Acquire|Ordering::Relaxed|queue"
+  "run-slot-acquire|ring/mod.rs|if slot.sequence.load(Ordering::Acquire) != pos_add(next, end.ready_offset()) {|Ordering::Acquire|Ordering::Relaxed|batch"
+  "run-store-release|ring/mod.rs|run_word.store(count, Ordering::Release);|Ordering::Release|Ordering::Relaxed|batch"
+  "live-holder-run-acquire|ring/recovery.rs|let run = end.run_word(record).load(Ordering::Acquire);|Ordering::Acquire|Ordering::Relaxed|batch"
+  "claim-record-release|ring/mod.rs|claim_word.store(pos, Ordering::Release);|Ordering::Release|Ordering::Relaxed|recovery"
+  "claim-cas-seqcst|ring/mod.rs|match cursor.compare_exchange(|NEXT:Ordering::SeqCst|Ordering::Relaxed|wake"
+  "claim-none-release|ring/mod.rs|claim_word.store(CLAIM_NONE, Ordering::Release);|Ordering::Release|Ordering::Relaxed|recovery"
+  "publish-release|ring/mod.rs|slot.sequence.store(pos_add(pos, 1), Ordering::Release);|Ordering::Release|Ordering::Relaxed|queue"
+  "release-slot-release|ring/mod.rs|.store(pos_add(pos, self.capacity), Ordering::Release);|Ordering::Release|Ordering::Relaxed|queue"
   # The recovery proof's sweeper side (ring/recovery.rs).
-  "sweep-cursor-seqcst|ring/recovery.rs|let cursor = end.cursor(memory.shared()).load(Ordering::SeqCst);|Ordering::SeqCst|Ordering::Relaxed"
-  "live-holder-claim-acquire|ring/recovery.rs|let claim = end.claim_word(record).load(Ordering::Acquire);|Ordering::Acquire|Ordering::Relaxed"
-  "skip-publish-release|ring/recovery.rs|// Release: pairs with the consumer's Acquire load of the sequence, so|NEXT:Ordering::Release,|Ordering::Relaxed,"
-  "live-holder-state-acquire|ring/recovery.rs|&& record.state.load(Ordering::Acquire) == participant::ACTIVE|Ordering::Acquire|Ordering::Relaxed"
+  "sweep-cursor-seqcst|ring/recovery.rs|let cursor = end.cursor(memory.shared()).load(Ordering::SeqCst);|Ordering::SeqCst|Ordering::Relaxed|recovery"
+  "live-holder-claim-acquire|ring/recovery.rs|let claim = end.claim_word(record).load(Ordering::Acquire);|Ordering::Acquire|Ordering::Relaxed|recovery"
+  "skip-publish-release|ring/recovery.rs|// Release: pairs with the consumer's Acquire load of the sequence, so|NEXT:Ordering::Release,|Ordering::Relaxed,|recovery"
+  "live-holder-state-acquire|ring/recovery.rs|&& record.state.load(Ordering::Acquire) == participant::ACTIVE|Ordering::Acquire|Ordering::Relaxed|recovery"
   # A clean exit's record reset (ring/recovery.rs, unregister), as live_holder reads it.
-  "unregister-enqueue-reset-release|ring/recovery.rs|record.enqueue_claim.store(CLAIM_NONE, Ordering::Release);|Ordering::Release|Ordering::Relaxed"
-  "unregister-dequeue-reset-release|ring/recovery.rs|record.dequeue_claim.store(CLAIM_NONE, Ordering::Release);|Ordering::Release|Ordering::Relaxed"
-  "unregister-state-release|ring/recovery.rs|record.state.store(participant::FREE, Ordering::Release);|Ordering::Release|Ordering::Relaxed"
+  "unregister-enqueue-reset-release|ring/recovery.rs|record.enqueue_claim.store(CLAIM_NONE, Ordering::Release);|Ordering::Release|Ordering::Relaxed|recovery"
+  "unregister-dequeue-reset-release|ring/recovery.rs|record.dequeue_claim.store(CLAIM_NONE, Ordering::Release);|Ordering::Release|Ordering::Relaxed|recovery"
+  "unregister-state-release|ring/recovery.rs|record.state.store(participant::FREE, Ordering::Release);|Ordering::Release|Ordering::Relaxed|recovery"
   # The wake-up proof (ring/wake.rs). `park` and the async handle share its halves,
   # `register_waiter` (the increment, the epoch load) and `withdraw_waiter` (the
   # decrement); tests/wake.rs models the blocking waiter, tests/async_wake.rs the
   # task whose sleeping a waker thread does.
-  "wake-waiters-seqcst|ring/wake.rs|if word.waiters.load(Ordering::SeqCst) != 0 {|Ordering::SeqCst|Ordering::Relaxed"
-  "park-waiters-seqcst|ring/wake.rs|word.waiters.fetch_add(1, Ordering::SeqCst);|Ordering::SeqCst|Ordering::Relaxed"
-  "readiness-tail-seqcst|ring/wake.rs|if pos_diff(sequence, pos_add(head, 1)) >= 0 {|Ordering::SeqCst|Ordering::Relaxed"
-  "readiness-head-seqcst|ring/wake.rs|if pos_diff(sequence, tail) >= 0 {|Ordering::SeqCst|Ordering::Relaxed"
-  "park-exit-seqcst|ring/wake.rs|word.waiters.fetch_sub(1, Ordering::SeqCst);|Ordering::SeqCst|Ordering::Relaxed"
+  "wake-waiters-seqcst|ring/wake.rs|if word.waiters.load(Ordering::SeqCst) != 0 {|Ordering::SeqCst|Ordering::Relaxed|wake"
+  "park-waiters-seqcst|ring/wake.rs|word.waiters.fetch_add(1, Ordering::SeqCst);|Ordering::SeqCst|Ordering::Relaxed|wake"
+  "readiness-tail-seqcst|ring/wake.rs|if pos_diff(sequence, pos_add(head, 1)) >= 0 {|Ordering::SeqCst|Ordering::Relaxed|wake"
+  "readiness-head-seqcst|ring/wake.rs|if pos_diff(sequence, tail) >= 0 {|Ordering::SeqCst|Ordering::Relaxed|wake"
+  "park-exit-seqcst|ring/wake.rs|word.waiters.fetch_sub(1, Ordering::SeqCst);|Ordering::SeqCst|Ordering::Relaxed|wake"
   # The create/open handshake (ready.rs).
-  "ready-publish-release|ready.rs|state_word.store(state::READY, Ordering::Release);|Ordering::Release|Ordering::Relaxed"
-  "ready-check-acquire|ready.rs|state_word.load(Ordering::Acquire) == state::READY|Ordering::Acquire|Ordering::Relaxed"
+  "ready-publish-release|ready.rs|state_word.store(state::READY, Ordering::Release);|Ordering::Release|Ordering::Relaxed|ready"
+  "ready-check-acquire|ready.rs|state_word.load(Ordering::Acquire) == state::READY|Ordering::Acquire|Ordering::Relaxed|ready"
   # Broadcast segments (issue #14; docs/broadcast.md, "Orderings, paired"), caught by
   # the models in tests/broadcast.rs.
   "bcast-claim-tail-seqcst|broadcast/ring.rs|let pos = self.tail().load(Ordering::SeqCst);|Ordering::SeqCst|Ordering::Relaxed|broadcast"
@@ -132,7 +133,11 @@ fi
 
 for entry in "${weakenings[@]}"; do
   IFS='|' read -r name source pattern from to tests <<<"$entry"
-  [[ -n "$filter" && "$name" != *"$filter"* ]] && continue
+  if [[ "$filter" == =* ]]; then
+    [[ "$name" != "${filter#=}" ]] && continue
+  elif [[ -n "$filter" && "$name" != *"$filter"* ]]; then
+    continue
+  fi
   copy="$scratch/$name"
   copy_repository "$copy"
   file="$copy/src/$source"
