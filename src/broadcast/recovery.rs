@@ -196,7 +196,12 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
                 // SeqCst: the other half of that argument (docs/broadcast.md).
                 let start = tail.load(Ordering::SeqCst);
                 self.cursor.set(start);
-                // SeqCst: as `advance`'s store (a gating publisher reads it).
+                // SeqCst: as `advance`'s store (a gating publisher reads it). No loom
+                // model fails without it (loom-tests/README.md): a gate scan that
+                // reads the guess above instead only waits longer (the guess is no
+                // later than `start`), and no wake-up follows this store: a publisher
+                // asleep on the guess is woken by our first `advance` or its bounded
+                // sleep.
                 record.cursor.store(start, Ordering::SeqCst);
             }
         }

@@ -331,6 +331,12 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
         if recorded {
             // Release: as above. We hold no claim; say so, so a sweeper never takes
             // a stale attempt of ours for a live holder of a dead publisher's slot.
+            // A sweeper that reads this value instead of our last taken claim must
+            // see that claim published, and a Relaxed store after the Release one
+            // would not carry it. No loom model fails without it
+            // (loom-tests/README.md): reaching this store takes a lost CAS and then a
+            // blocked claim, two live publishers besides the sweeping subscriber and
+            // a dead record, beyond the branch limit.
             record.claim.store(CLAIM_NONE, Ordering::Release);
         }
         Err(blocked)
