@@ -89,7 +89,11 @@ fn free_record<M: BroadcastMemory>(memory: &M, record: &BroadcastRecord) {
     // Relaxed: ordered for registrants by the liveness lock; other sweepers read it
     // under the recovery lock.
     record.claim.store(CLAIM_NONE, Ordering::Relaxed);
-    // SeqCst: as in `unregister`, gate scans stop counting it.
+    // SeqCst: as in `unregister`, gate scans stop counting it. No model fails
+    // without it (loom-tests/README.md): a scan that still reads SUBSCRIBER counts a
+    // dead cursor, which holds a publisher back (never lets one through) until its
+    // own reclaim or its bounded sleep's repair; in the models the freeing publisher
+    // is the gated one, which reads its own store.
     record.role.store(role::NONE, Ordering::SeqCst);
     // Relaxed: ordered by the liveness lock, as above.
     record.state.store(participant::FREE, Ordering::Relaxed);
@@ -192,7 +196,12 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
                 // SeqCst: the other half of that argument (docs/broadcast.md).
                 let start = tail.load(Ordering::SeqCst);
                 self.cursor.set(start);
-                // SeqCst: as `advance`'s store (a gating publisher reads it).
+                // SeqCst: as `advance`'s store (a gating publisher reads it). No loom
+                // model fails without it (loom-tests/README.md): a gate scan that
+                // reads the guess above instead only waits longer (the guess is no
+                // later than `start`), and no wake-up follows this store: a publisher
+                // asleep on the guess is woken by our first `advance` or its bounded
+                // sleep.
                 record.cursor.store(start, Ordering::SeqCst);
             }
         }

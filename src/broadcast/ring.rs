@@ -282,11 +282,19 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
         let blocked = loop {
             // SeqCst: the gate's argument (docs/broadcast.md): a subscriber joining
             // after our scan reads this tail or a later one as its first position.
+            // No loom model fails without it (loom-tests/README.md): what breaks is
+            // a joiner's SeqCst tail load returning a value older than the CAS whose
+            // value we read here, and loom never lets a SeqCst load return a store
+            // older than a SeqCst store that has already run.
             let pos = self.tail().load(Ordering::SeqCst);
             let (_, slot) = self.slot_at(pos);
             let previous = pos_sub(pos, self.capacity);
             // Acquire: pairs with the previous lap's publish (or skip) Release: its
-            // payload writes happen before ours.
+            // payload writes happen before ours. No loom model fails without it
+            // (loom-tests/README.md): what breaks is a previous-lap payload store
+            // landing after ours (ours hoisted above this load), and loom runs each
+            // thread's accesses in program order and orders the stores to one byte
+            // by when they run.
             let stamp = slot.stamp.load(Ordering::Acquire);
             match compare_stamp(stamp, previous) {
                 Stamp::Published => {}
@@ -323,6 +331,12 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
         if recorded {
             // Release: as above. We hold no claim; say so, so a sweeper never takes
             // a stale attempt of ours for a live holder of a dead publisher's slot.
+            // A sweeper that reads this value instead of our last taken claim must
+            // see that claim published, and a Relaxed store after the Release one
+            // would not carry it. No loom model fails without it
+            // (loom-tests/README.md): reaching this store takes a lost CAS and then a
+            // blocked claim, two live publishers besides the sweeping subscriber and
+            // a dead record, beyond the branch limit.
             record.claim.store(CLAIM_NONE, Ordering::Release);
         }
         Err(blocked)
@@ -532,6 +546,7 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
         // re-check (docs/broadcast.md, "Waking"): we see it, or it sees our progress.
         if word.waiters.load(Ordering::SeqCst) != 0 {
             // SeqCst (a release): a waiter that reads this epoch sees our progress.
+            // Beyond loom, as the work queue's epoch pair (loom-tests/README.md).
             word.epoch.fetch_add(1, Ordering::SeqCst);
             self.platform.wake_all(&word.epoch);
         }

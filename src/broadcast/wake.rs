@@ -62,7 +62,10 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
                 }
             }
             Role::Publisher => {
-                // SeqCst: as the claim step's tail load.
+                // SeqCst: as the claim step's tail load. Stronger than this check
+                // needs, so no model fails without it (loom-tests/README.md): a stale
+                // tail names a slot already taken again (`After` below: Ready), and
+                // the Idle answer rests on the gate scan's SeqCst cursor loads.
                 let pos = tail.load(Ordering::SeqCst);
                 let (_, slot) = self.slot_at(pos);
                 // Relaxed: a hint; the claim step's Acquire decides.
@@ -98,6 +101,7 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
         // so a death in between leaks a count (a spare wake-up), never the reverse.
         self.record().waiting.fetch_or(bit, Ordering::Relaxed);
         // SeqCst (an acquire): a waker's bump we read makes its progress visible.
+        // Beyond loom, as the work queue's epoch pair (loom-tests/README.md).
         let epoch = word.epoch.load(Ordering::SeqCst);
         (epoch, self.readiness())
     }
