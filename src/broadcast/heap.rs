@@ -98,6 +98,25 @@ unsafe impl BroadcastMemory for BroadcastHeap {
             cell.store(byte, Ordering::Relaxed);
         }
     }
+    unsafe fn write_payload_with<R>(
+        &self,
+        index: u64,
+        len: usize,
+        write: impl FnOnce(&mut [u8]) -> R,
+    ) -> R {
+        let cells = &self.payloads[index as usize][..len];
+        // Relaxed: as above; the writer's buffer starts from what the slot held.
+        let mut bytes: Vec<u8> = cells
+            .iter()
+            .map(|cell| cell.load(Ordering::Relaxed))
+            .collect();
+        let result = write(&mut bytes);
+        for (cell, byte) in cells.iter().zip(bytes) {
+            // Relaxed: as in `write_payload`.
+            cell.store(byte, Ordering::Relaxed);
+        }
+        result
+    }
     unsafe fn read_payload<R>(&self, index: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
         // Relaxed: as above; the copy is checked by the stamp afterwards.
         let copy: Vec<u8> = self.payloads[index as usize][..len]
