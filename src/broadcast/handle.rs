@@ -16,7 +16,7 @@ use crate::segment::{ExpectedKind, Patience, Segment};
 use crate::shm::ShmPlatform;
 use crate::wait::{WaitStrategy, PARK_SLICE, STALL_SLICE, STUCK_BOUND};
 
-type Core = Broadcast<Arc<Segment>, ShmPlatform>;
+pub(super) type Core = Broadcast<Arc<Segment>, ShmPlatform>;
 
 /// Publishes messages that every subscriber of a broadcast segment receives.
 ///
@@ -36,7 +36,7 @@ type Core = Broadcast<Arc<Segment>, ShmPlatform>;
 /// ```
 #[derive(Debug)]
 pub struct Publisher {
-    core: Core,
+    pub(super) core: Core,
     wait: WaitStrategy,
 }
 
@@ -62,7 +62,7 @@ pub struct Publisher {
 /// ```
 #[derive(Debug)]
 pub struct Subscriber {
-    core: Core,
+    pub(super) core: Core,
     wait: WaitStrategy,
     /// Overwrite mode: where a batch receive copies each message to check it whole
     /// before lending it.
@@ -181,7 +181,7 @@ fn wait_for<T>(
 
 /// What a waiting handle does about dead peers: a sweep for dead publishers'
 /// slots; a lossless publisher also frees dead subscribers that gate it.
-fn repair(core: &Core) {
+pub(super) fn repair(core: &Core) {
     core.sweep();
     if core.role() == Role::Publisher && core.policy() == SlowSubscriber::Lossless {
         core.reclaim_gating_subscribers();

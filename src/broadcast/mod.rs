@@ -27,6 +27,8 @@
 //! `docs/broadcast.md`; the algorithm is in this module's private `ring.rs`
 //! (`recovery.rs`, `wake.rs`), the handles in `handle.rs`.
 
+#[cfg(all(not(loom), feature = "tokio"))]
+mod async_handle;
 mod error;
 #[cfg(not(loom))]
 mod handle;
@@ -37,9 +39,13 @@ mod ring;
 mod wake;
 
 pub use crate::layout::SlowSubscriber;
+#[cfg(all(not(loom), feature = "tokio"))]
+pub use async_handle::{AsyncPublisher, AsyncSubscriber};
 pub use error::{PublishError, RecvError, TryPublishError, TryRecvError};
 #[cfg(not(loom))]
 pub use handle::{Publisher, Subscriber};
+#[cfg(all(not(loom), feature = "tokio"))]
+pub(crate) use recovery::any_claim_outstanding;
 #[cfg(not(loom))]
 pub(crate) use ring::{initialise, BroadcastMemory};
 

@@ -56,6 +56,18 @@ pub fn free_dead_records<M: BroadcastMemory, P: Platform>(
     freed
 }
 
+/// Whether any publisher's claim is outstanding (loads only, no record of one's
+/// own: the async waker thread asks this to nudge a waiting task to sweep).
+#[cfg_attr(any(loom, not(feature = "tokio")), allow(dead_code))]
+pub fn any_claim_outstanding<M: BroadcastMemory>(memory: &M) -> bool {
+    (0..memory.geometry().max_participants).any(|index| {
+        let record = memory.record(index);
+        // Relaxed: a first look; stale, it costs a spare wake-up or a later one.
+        record.role.load(Ordering::Relaxed) == role::PUBLISHER
+            && claim_outstanding(memory, record.claim.load(Ordering::Relaxed))
+    })
+}
+
 /// Whether a claim at `pos` is outstanding: the tail has moved past it and its slot
 /// is not yet published with it.
 fn claim_outstanding<M: BroadcastMemory>(memory: &M, pos: u64) -> bool {
