@@ -143,7 +143,7 @@ fn an_async_subscriber_is_told_exactly_what_it_missed() {
         for n in 10..20u8 {
             publisher.publish(&[n]).unwrap();
         }
-        let lagged = (&mut subscriber).next().await.unwrap();
+        let lagged = subscriber.next().await.unwrap();
         assert_eq!(lagged, Err(RecvError::Lagged { missed: 6 }), "a stream item");
         assert_eq!(subscriber.recv().await.unwrap(), [16]);
     });
