@@ -298,7 +298,10 @@ fn batch_receive_in_overwrite_mode_accounts_exactly_for_lags() {
     assert_eq!(received + missed, u64::from(TOTAL));
     assert_eq!(subscriber.try_recv_batch(8), Err(TryRecvError::Empty));
     eprintln!("received {received}, missed {missed} in {lags} lags");
-    assert!(received > 0, "the subscriber received nothing: the test proves little");
+    assert!(
+        received > 0,
+        "the subscriber received nothing: the test proves little"
+    );
 }
 
 #[test]

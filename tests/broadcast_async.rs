@@ -9,11 +9,10 @@ use std::future::Future;
 use std::task::Poll;
 use std::time::Duration;
 
-use common::{spawn_role, unique, UnlinkOnDrop};
+use common::{say_and_wait_forever, spawn_role, unique, wait_for_line, UnlinkOnDrop};
 use futures::StreamExt;
 use shmq::broadcast::{
-    AsyncPublisher, AsyncSubscriber, PublishError, Publisher, RecvError, SlowSubscriber,
-    Subscriber,
+    AsyncPublisher, AsyncSubscriber, PublishError, Publisher, RecvError, SlowSubscriber, Subscriber,
 };
 use shmq::Options;
 
@@ -92,7 +91,10 @@ fn an_awaiting_lossless_publisher_is_woken_when_the_subscriber_reads() {
     let subscriber = Subscriber::open(&name).unwrap();
     runtime().block_on(async move {
         publisher.publish(b"1").await.unwrap();
-        publisher.publish_with(1, |buf| buf[0] = b'2').await.unwrap();
+        publisher
+            .publish_with(1, |buf| buf[0] = b'2')
+            .await
+            .unwrap();
         // Full: the third waits for the subscriber.
         assert!(
             tokio::time::timeout(Duration::from_millis(30), publisher.publish(b"3"))
@@ -110,7 +112,11 @@ fn an_awaiting_lossless_publisher_is_woken_when_the_subscriber_reads() {
             .expect("woken when the subscriber read")
             .unwrap();
         let (got, subscriber) = reader.join().unwrap();
-        assert_eq!(got, [b"1", b"2", b"3"], "the cancelled publish published nothing");
+        assert_eq!(
+            got,
+            [b"1", b"2", b"3"],
+            "the cancelled publish published nothing"
+        );
         assert_eq!(
             subscriber.try_recv(),
             Err(shmq::broadcast::TryRecvError::Empty)
@@ -144,7 +150,11 @@ fn an_async_subscriber_is_told_exactly_what_it_missed() {
             publisher.publish(&[n]).unwrap();
         }
         let lagged = subscriber.next().await.unwrap();
-        assert_eq!(lagged, Err(RecvError::Lagged { missed: 6 }), "a stream item");
+        assert_eq!(
+            lagged,
+            Err(RecvError::Lagged { missed: 6 }),
+            "a stream item"
+        );
         assert_eq!(subscriber.recv().await.unwrap(), [16]);
     });
 }
@@ -207,7 +217,10 @@ fn receive_futures_dropped_at_random_points_lose_nothing() {
     });
     assert_eq!(received, TOTAL);
     eprintln!("{cancelled} receive futures dropped while pending");
-    assert!(cancelled > 0, "no future was cancelled: the test proves little");
+    assert!(
+        cancelled > 0,
+        "no future was cancelled: the test proves little"
+    );
 }
 
 #[test]
@@ -262,7 +275,10 @@ fn publish_futures_dropped_at_random_points_publish_exactly_once() {
     });
     reader.join().unwrap();
     eprintln!("{cancelled} publish futures dropped while pending");
-    assert!(cancelled > 0, "no future was cancelled: the test proves little");
+    assert!(
+        cancelled > 0,
+        "no future was cancelled: the test proves little"
+    );
 }
 
 /// Child side of `an_async_subscriber_receives_from_a_publisher_in_another_process`.
@@ -304,6 +320,65 @@ fn an_async_subscriber_receives_from_a_publisher_in_another_process() {
         }
         next
     });
-    assert!(child.wait().unwrap().success(), "the publisher child failed");
+    assert!(
+        child.wait().unwrap().success(),
+        "the publisher child failed"
+    );
     assert_eq!(received, PER_CHILD);
+}
+
+/// Child side of `an_awaiting_subscriber_steps_over_a_publisher_killed_mid_publish`:
+/// claims a position and, inside the writer, says so and waits to be killed.
+fn blocked_writer_child(name: &str) -> ! {
+    let publisher = Publisher::open(name).expect("attach a publisher");
+    let _ = publisher.publish_with::<()>(4, |buf| {
+        buf.copy_from_slice(b"torn");
+        say_and_wait_forever("inside the writer")
+    });
+    unreachable!("the writer never returns")
+}
+
+#[test]
+fn an_awaiting_subscriber_steps_over_a_publisher_killed_mid_publish() {
+    if let Ok(name) = std::env::var(ROLE) {
+        blocked_writer_child(&name);
+    }
+    let name = unique("async-dead-publisher");
+    let _unlink = UnlinkOnDrop(&name);
+    let publisher =
+        Publisher::create(&name, &Options::new(64, 8), SlowSubscriber::Lossless).unwrap();
+    let mut subscriber = AsyncSubscriber::open(&name).unwrap();
+    let mut child = spawn_role(
+        "an_awaiting_subscriber_steps_over_a_publisher_killed_mid_publish",
+        ROLE,
+        name.clone(),
+    );
+    wait_for_line(&mut child, "inside the writer");
+    // Behind the child's claim: not deliverable while the child lives.
+    publisher.publish(b"after").unwrap();
+    runtime().block_on(async move {
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), subscriber.recv())
+                .await
+                .is_err(),
+            "held behind the live child's claim"
+        );
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        // The awaiting task (parked in short slices behind the claim) sweeps the
+        // dead claim and steps over it: exactly the published messages follow.
+        let got = tokio::time::timeout(Duration::from_secs(10), subscriber.recv())
+            .await
+            .expect("the dead publisher's slot was swept")
+            .unwrap();
+        assert_eq!(got, b"after");
+        publisher.publish(b"next").unwrap();
+        assert_eq!(subscriber.recv().await.unwrap(), b"next");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), subscriber.recv())
+                .await
+                .is_err(),
+            "nothing else: the killed message is not delivered"
+        );
+    });
 }
