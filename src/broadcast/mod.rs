@@ -23,6 +23,22 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # The API families
+//! As the work queue's: each publish and receive comes as `try_` (never blocks),
+//! blocking (per the [`WaitStrategy`](crate::WaitStrategy)), `_timeout` and
+//! `_deadline`. Besides copies in and out there are:
+//! - **receive into a buffer** ([`Subscriber::try_recv_into`]) and **zero copy**
+//!   ([`Subscriber::try_recv_with`]);
+//! - **publish in place** ([`Publisher::try_publish_with`] and its blocking
+//!   forms): the writer closure fills the slot itself; if it panics, or its process
+//!   is killed inside it, the position becomes a skip that subscribers step over;
+//! - **batches**: [`Subscriber::try_recv_batch_with`] reads a run of messages with
+//!   one cursor advance (a lag or a corrupt slot ends the run and is reported by
+//!   the next call); [`Publisher::try_publish_batch`] publishes a slice (one claim
+//!   per message for now: a run claim needs a run-aware dead-publisher sweep);
+//! - **async** (cargo feature `tokio`): `AsyncSubscriber` (a `Stream` too) and
+//!   `AsyncPublisher`, on the process's waker thread, cancel safe.
+//!
 //! The design, with the orderings and the crash arguments, is in
 //! `docs/broadcast.md`; the algorithm is in this module's private `ring.rs`
 //! (`recovery.rs`, `wake.rs`), the handles in `handle.rs`.
