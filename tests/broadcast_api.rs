@@ -377,3 +377,88 @@ fn publish_batch_is_all_or_none_on_size_and_partial_on_room() {
     let empty: [&[u8]; 0] = [];
     assert_eq!(publisher.try_publish_batch(&empty), Ok(0));
 }
+
+/// A batch message whose bytes are read through `as_ref`: the `block_at`-th read
+/// (counting every message's) says so and waits to be killed. The publisher reads
+/// each message once to check its length, then once to copy it, in order, so this
+/// stops a batch publish in the middle of its claimed run.
+struct StopsAt<'a> {
+    bytes: [u8; 8],
+    reads: &'a std::cell::Cell<u32>,
+    block_at: u32,
+}
+
+impl AsRef<[u8]> for StopsAt<'_> {
+    fn as_ref(&self) -> &[u8] {
+        self.reads.set(self.reads.get() + 1);
+        if self.reads.get() == self.block_at {
+            say_and_wait_forever("inside the run");
+        }
+        &self.bytes
+    }
+}
+
+/// Child side of `publisher_killed_in_the_middle_of_a_batch_run_is_skipped`:
+/// publishes a batch of 5 and stops inside it after copying 2.
+fn run_child(name: &str) -> ! {
+    let publisher = Publisher::open(name).expect("attach a publisher");
+    let reads = std::cell::Cell::new(0);
+    let batch: Vec<_> = (0..5)
+        .map(|seq| StopsAt {
+            bytes: encode(1, seq),
+            reads: &reads,
+            // 5 length checks, then copies of 0 and 1, then the third copy stops.
+            block_at: 5 + 3,
+        })
+        .collect();
+    let _ = publisher.try_publish_batch(&batch);
+    unreachable!("the batch never returns")
+}
+
+#[test]
+fn publisher_killed_in_the_middle_of_a_batch_run_is_skipped() {
+    if let Ok(name) = std::env::var(ROLE) {
+        run_child(&name);
+    }
+    let name = unique("run-kill");
+    let _unlink = UnlinkOnDrop(&name);
+    // Room for all 20 messages below while the subscriber (this thread) waits.
+    let publisher =
+        Publisher::create(&name, &Options::new(32, 8), SlowSubscriber::Lossless).unwrap();
+    let subscriber = Subscriber::open(&name).unwrap();
+    let mut child = spawn_role(
+        "publisher_killed_in_the_middle_of_a_batch_run_is_skipped",
+        ROLE,
+        name.clone(),
+    );
+    wait_for_line(&mut child, "inside the run");
+    // The child claimed its run of 5 with one CAS: this lands after all of it.
+    publisher.publish(&encode(0, 0)).unwrap();
+    assert_eq!(decode(&subscriber.try_recv().unwrap()), (1, 0));
+    assert_eq!(decode(&subscriber.try_recv().unwrap()), (1, 1));
+    assert_eq!(
+        subscriber.recv_timeout(Duration::from_millis(30)),
+        Err(RecvError::Timeout),
+        "held behind the live child's unpublished third position"
+    );
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    // The rest of the run (3 positions) is swept as skips; nothing of it arrives.
+    for seq in 1..20 {
+        publisher.publish(&encode(0, seq)).unwrap();
+    }
+    for seq in 0..20 {
+        let got = subscriber.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(decode(&got), (0, seq), "exactly the published messages");
+    }
+    assert_eq!(subscriber.try_recv(), Err(TryRecvError::Empty));
+    // The ring goes on laps past the skips, batches and all.
+    for round in 0..4u32 {
+        let batch: Vec<_> = (0..7).map(|k| encode(2, round * 7 + k)).collect();
+        assert_eq!(publisher.try_publish_batch(&batch), Ok(7));
+        let got = subscriber.try_recv_batch(32).unwrap();
+        let seqs: Vec<_> = got.iter().map(|m| decode(m)).collect();
+        let expected: Vec<_> = (0..7).map(|k| (2, round * 7 + k)).collect();
+        assert_eq!(seqs, expected);
+    }
+}

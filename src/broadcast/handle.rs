@@ -444,16 +444,15 @@ impl Publisher {
         Ok(self.core.write_with(pos, len, write))
     }
 
-    /// Publishes as many of `messages`, in order, as can be published now (at most
-    /// a ring's capacity per call); returns how many. Publishes none, with
-    /// `TooLarge`, if any message exceeds the maximum; `Full` if not even the
-    /// first could be. Never blocks.
+    /// Publishes as many of `messages`, in order, as there is room for now (at most
+    /// 256 per call), with one claim of a run of consecutive positions; returns how
+    /// many. Publishes none, with `TooLarge`, if any message exceeds the maximum;
+    /// `Full` if there is room for not even one. Never blocks.
     ///
-    /// Each message takes its own claim (a loop over
-    /// [`try_publish`](Self::try_publish)): a claim of a whole run of positions
-    /// would need a run-aware dead-publisher sweep, which broadcast segments do not
-    /// have yet. Another publisher's messages may therefore interleave with a
-    /// batch; each publisher's own order holds.
+    /// The run is claimed with one CAS of the tail, so no other publisher's message
+    /// interleaves with it. A publisher killed while publishing a run leaves the
+    /// rest of it to the dead-publisher sweep, which skips each unpublished
+    /// position: subscribers receive a prefix of the run, then what follows.
     ///
     /// ```
     /// use shmq::broadcast::{Publisher, SlowSubscriber, Subscriber, TryPublishError};
@@ -477,21 +476,12 @@ impl Publisher {
                 max,
             });
         }
-        let limit = messages.len().min(self.core.capacity() as usize);
-        let mut published = 0;
-        for message in &messages[..limit] {
-            match self.core.try_publish(message.as_ref()) {
-                Ok(()) => published += 1,
-                Err(TryPublishError::Full) if published > 0 => break,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(published)
+        self.core.try_publish_run(messages)
     }
 
     /// Publishes all of `messages`, in order, waiting (per the [`WaitStrategy`])
-    /// while the ring is full. Publishes none if any message exceeds the maximum.
-    /// (One claim per message: see [`try_publish_batch`](Self::try_publish_batch).)
+    /// while the ring is full; each claim takes as many positions as there is room
+    /// for (up to 256). Publishes none if any message exceeds the maximum.
     ///
     /// ```
     /// # use shmq::broadcast::{Publisher, SlowSubscriber, Subscriber};

@@ -67,7 +67,7 @@ impl BroadcastHeap {
                     claim: u64s(0),
                     cursor: u64s(0),
                     waiting: AtomicU32::new(0),
-                    spare: AtomicU32::new(0),
+                    run: AtomicU32::new(0),
                     operations: u64s(0),
                 })
                 .collect(),

@@ -34,8 +34,9 @@
 //!   is killed inside it, the position becomes a skip that subscribers step over;
 //! - **batches**: [`Subscriber::try_recv_batch_with`] reads a run of messages with
 //!   one cursor advance (a lag or a corrupt slot ends the run and is reported by
-//!   the next call); [`Publisher::try_publish_batch`] publishes a slice (one claim
-//!   per message for now: a run claim needs a run-aware dead-publisher sweep);
+//!   the next call); [`Publisher::try_publish_batch`] publishes a slice with one
+//!   claim of a run of positions (a publisher killed mid-run leaves the rest of
+//!   the run to the sweep, which skips it);
 //! - **async** (cargo feature `tokio`): `AsyncSubscriber` (a `Stream` too) and
 //!   `AsyncPublisher`, on the process's waker thread, cancel safe.
 //!

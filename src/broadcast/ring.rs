@@ -33,9 +33,9 @@ use std::cell::Cell;
 
 use crate::layout::{
     participant, pos_add, pos_diff, role, BroadcastRecord, BroadcastShared, BroadcastSlot,
-    Geometry, SlowSubscriber, WaitWord, CLAIM_NONE, POS_MASK, SKIP_LEN,
+    Geometry, SlowSubscriber, WaitWord, CLAIM_NONE, MAX_RUN, POS_MASK, SKIP_LEN,
 };
-use crate::ring::Platform;
+use crate::ring::{run_length, Platform};
 use crate::sync::{fence, AtomicU64, Ordering};
 
 use super::error::{TryPublishError, TryRecvError};
@@ -297,9 +297,19 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
 
     /// The claim step: finds the slot at the tail free of its previous lap's
     /// publisher (and, in lossless mode, passes the gate), records the position in
-    /// this publisher's claim word and takes it with a CAS on the tail. Never blocks.
-    pub(crate) fn claim(&self) -> Result<u64, Blocked> {
+    /// this publisher's claim word and takes it with a CAS on the tail. Never
+    /// blocks. With `max` above 1 it takes up to `max`
+    /// consecutive positions from the tail (each slot's previous lap published
+    /// and, lossless, each past the gate) with one CAS, recording the run's length
+    /// before its first position, as the work queue's run claims do
+    /// (`src/ring/mod.rs`). Returns the first position and the count (at least 1).
+    /// A single claim (`max` 1) stores no run length unless the last run was longer.
+    pub(crate) fn claim_run(&self, max: u32) -> Result<(u64, u32), Blocked> {
         let record = self.record();
+        let max = max.clamp(
+            1,
+            MAX_RUN.min(self.capacity.min(u64::from(u32::MAX)) as u32),
+        );
         let mut recorded = false;
         let blocked = loop {
             // SeqCst: the gate's argument (docs/broadcast.md): a subscriber joining
@@ -323,9 +333,18 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
                     continue;
                 }
             }
-            if self.policy == SlowSubscriber::Lossless && !self.gate_open(pos, Freshness::Cached) {
-                break Blocked::Subscriber;
+            let mut count = self.free_run(pos, max);
+            if self.policy == SlowSubscriber::Lossless {
+                if !self.gate_open(pos, Freshness::Cached) {
+                    break Blocked::Subscriber;
+                }
+                // Every live cursor is at least the floor, and a subscriber joining
+                // later starts at a tail no lower than it (docs/broadcast.md): every
+                // position below `floor + capacity` is past the gate.
+                let room = pos_diff(pos_add(self.gate_floor.get(), self.capacity), pos);
+                count = count.min(room.clamp(1, i64::from(max)) as u32);
             }
+            self.record_run(record, count);
             // Release: a sweeper that reads a *later* value of this word must also
             // see this claim finished; the CAS below publishes the store to anyone
             // who sees the tail move (recovery.rs).
@@ -336,10 +355,15 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
             // Failure: Relaxed, we reload.
             if self
                 .tail()
-                .compare_exchange(pos, pos_add(pos, 1), Ordering::SeqCst, Ordering::Relaxed)
+                .compare_exchange(
+                    pos,
+                    pos_add(pos, u64::from(count)),
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
             {
-                return Ok(pos);
+                return Ok((pos, count));
             }
         };
         if recorded {
@@ -348,6 +372,38 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
             record.claim.store(CLAIM_NONE, Ordering::Release);
         }
         Err(blocked)
+    }
+
+    /// How many positions from `pos` (free itself) have their slot's previous lap
+    /// published, up to `max`.
+    fn free_run(&self, pos: u64, max: u32) -> u32 {
+        let mut count = 1;
+        while count < max {
+            let next = pos_add(pos, u64::from(count));
+            let (_, slot) = self.slot_at(next);
+            // Acquire: as the claim step's load of the first slot, for each further
+            // slot of the run (its previous lap's payload writes before ours).
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            if compare_stamp(stamp, pos_sub(next, self.capacity)) != Stamp::Published {
+                break;
+            }
+            count += 1;
+        }
+        count
+    }
+
+    /// Records the length of the run about to be claimed, if it differs from the
+    /// last one (single claims after single claims store nothing).
+    fn record_run(&self, record: &BroadcastRecord, count: u32) {
+        // Relaxed: only this publisher writes its run word.
+        if run_length(record.run.load(Ordering::Relaxed)) != count {
+            // Release: pairs with a sweeper's Acquire load of the run in
+            // `live_holder`: one that reads this value with our *previous* claim
+            // word must also see that claim finished (its `orphaned` re-check then
+            // shows the positions published). The claim store after it publishes it
+            // to readers of the new claim.
+            record.run.store(count, Ordering::Release);
+        }
     }
 
     /// Lets `write` fill `len` bytes of the slot at `pos` (claimed by this publisher)
@@ -407,8 +463,15 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
                 max: self.max_message_size,
             });
         }
-        match self.claim() {
-            Ok(pos) => Ok(pos),
+        self.claim_repairing(1).map(|(pos, _)| pos)
+    }
+
+    /// [`claim_run`](Self::claim_run), and if it is blocked, one repair (dead
+    /// gating subscribers reclaimed, or a dead publisher's slots swept) and one more
+    /// try. `Full` if still blocked.
+    fn claim_repairing(&self, max: u32) -> Result<(u64, u32), TryPublishError> {
+        match self.claim_run(max) {
+            Ok(claimed) => Ok(claimed),
             Err(blocked) => {
                 let repaired = match blocked {
                     Blocked::Subscriber => self.reclaim_gating_subscribers() > 0,
@@ -417,9 +480,37 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
                 if !repaired {
                     return Err(TryPublishError::Full);
                 }
-                self.claim().map_err(|_| TryPublishError::Full)
+                self.claim_run(max).map_err(|_| TryPublishError::Full)
             }
         }
+    }
+
+    /// Publishes the first messages of `messages` (each length already checked
+    /// against the maximum by the caller), as many as one run claim takes (at most
+    /// [`MAX_RUN`]), in order; returns how many. `Full` if not even one position
+    /// can be claimed. Never blocks.
+    #[cfg_attr(loom, allow(dead_code))] // the handles' (loom models publish singly)
+    pub(crate) fn try_publish_run<B: AsRef<[u8]>>(
+        &self,
+        messages: &[B],
+    ) -> Result<usize, TryPublishError> {
+        debug_assert_eq!(self.role, Role::Publisher);
+        if messages.is_empty() {
+            return Ok(0);
+        }
+        let max = messages.len().min(MAX_RUN as usize) as u32;
+        let (first, count) = self.claim_repairing(max)?;
+        for (k, message) in messages[..count as usize].iter().enumerate() {
+            let message = message.as_ref();
+            debug_assert!(message.len() as u64 <= self.max_message_size);
+            self.fill_and_publish(pos_add(first, k as u64), message.len(), |memory, index| {
+                // SAFETY: the run claim made us the only publisher of each of its
+                // positions, each slot's previous lap had published (the claim's
+                // Acquire loads), and the caller checked every length.
+                unsafe { memory.write_payload(index, message) }
+            });
+        }
+        Ok(count as usize)
     }
 
     /// Publishes `message` if a position can be claimed now (see
