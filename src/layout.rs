@@ -439,8 +439,10 @@ pub struct BroadcastRecord {
     pub cursor: AtomicU64,
     /// [`waiting`] bits: which waiter counts this handle is in.
     pub waiting: AtomicU32,
-    /// Unused, zero.
-    pub spare: AtomicU32,
+    /// How many positions from `claim` a publisher's claim covers (a batch claims
+    /// a run with one CAS). Zero (never written) and one both mean a single
+    /// position. Untrusted: clamped to 1..=[`MAX_RUN`] before use.
+    pub run: AtomicU32,
     /// Messages published or received (informational, owner-written).
     pub operations: AtomicU64,
 }

@@ -554,6 +554,25 @@ unsafe impl crate::broadcast::BroadcastMemory for Segment {
     }
 
     #[inline]
+    unsafe fn write_payload_with<R>(
+        &self,
+        index: u64,
+        len: usize,
+        write: impl FnOnce(&mut [u8]) -> R,
+    ) -> R {
+        debug_assert!(len as u64 <= self.geometry.max_message_size);
+        // SAFETY: the caller holds the slot's publisher claim (no other publisher
+        // writes it) and len <= max_message_size, so the slice lies inside this
+        // slot's payload area. Subscribers in other processes may read these bytes
+        // while `write` fills them (overwrite mode): plain bytes, any value valid,
+        // and the odd stamp stored before tells them the copy is torn.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(self.slot_ptr(index).add(SLOT_HEADER_SIZE as usize), len)
+        };
+        write(bytes)
+    }
+
+    #[inline]
     unsafe fn read_payload<R>(&self, index: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
         debug_assert!(len as u64 <= self.geometry.max_message_size);
         // SAFETY: len <= max_message_size, so the slice lies inside this slot's

@@ -13,7 +13,7 @@ use crate::wait::WaitStrategy;
 
 mod ops;
 mod poll;
-mod reactor;
+pub(crate) mod reactor;
 mod stream;
 
 use poll::{OpState, Parked};

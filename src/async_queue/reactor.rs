@@ -46,6 +46,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
+use crate::broadcast::BroadcastMemory;
 use crate::handle::ShmRing;
 use crate::platform::{self, Waitv, FUTEX_WAITV_MAX};
 use crate::ring::{epoch_word, Direction};
@@ -61,6 +62,52 @@ const OVERFLOW_SLICE: Duration = Duration::from_millis(1);
 
 /// One registration's identity.
 pub(crate) type Key = u64;
+
+/// The wait word a registration sleeps on: a work queue's in a direction, or a
+/// broadcast segment's (`NotEmpty` for subscribers, `NotFull` for lossless
+/// publishers). A segment is one kind or the other, so a segment and a direction
+/// name one word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Watched {
+    /// A work queue's word (`src/ring/wake.rs`).
+    Queue(Direction),
+    /// A broadcast segment's word (`src/broadcast/wake.rs`).
+    Broadcast(Direction),
+}
+
+impl Watched {
+    /// The futex word itself, in `segment`.
+    fn word(self, segment: &Segment) -> &AtomicU32 {
+        match self {
+            Self::Queue(direction) => epoch_word(segment, direction),
+            Self::Broadcast(direction) => {
+                let shared = BroadcastMemory::shared(segment);
+                match direction {
+                    Direction::NotEmpty => &shared.not_empty.epoch,
+                    Direction::NotFull => &shared.not_full.epoch,
+                }
+            }
+        }
+    }
+
+    fn not_empty(self) -> bool {
+        matches!(
+            self,
+            Self::Queue(Direction::NotEmpty) | Self::Broadcast(Direction::NotEmpty)
+        )
+    }
+
+    /// Whether a claim is outstanding on `segment` (a peer mid-operation, or dead
+    /// in one), asked without a record of our own.
+    fn outstanding(self, segment: &Arc<Segment>, platform: &ShmPlatform) -> bool {
+        match self {
+            Self::Queue(_) => {
+                ShmRing::observer(Arc::clone(segment), platform.clone()).outstanding_claims()
+            }
+            Self::Broadcast(_) => crate::broadcast::any_claim_outstanding(&**segment),
+        }
+    }
+}
 
 /// The waker thread's shared state.
 pub(crate) struct Reactor {
@@ -88,7 +135,7 @@ struct Entry {
     /// The registering handle's platform, for a record-less view of the ring that
     /// asks whether claims are outstanding.
     platform: ShmPlatform,
-    direction: Direction,
+    watched: Watched,
     /// The epoch the task read after registering.
     epoch: u32,
     /// `None` once the thread has woken it (the entry stays until the task polls).
@@ -99,7 +146,7 @@ struct Entry {
 
 /// The words the thread sleeps on next, and until when.
 struct Watch {
-    words: Vec<(Arc<Segment>, Direction, u32)>,
+    words: Vec<(Arc<Segment>, Watched, u32)>,
     deadline: Option<Instant>,
 }
 
@@ -146,6 +193,27 @@ impl Reactor {
         waker: &Waker,
         recheck_at: Option<Instant>,
     ) -> Key {
+        self.register_on(
+            ring.memory(),
+            ring.platform(),
+            Watched::Queue(direction),
+            epoch,
+            waker,
+            recheck_at,
+        )
+    }
+
+    /// [`register`](Self::register) for any segment's word: wake `waker` once the
+    /// `watched` epoch of `segment` is no longer `epoch` (or at `recheck_at`).
+    pub(crate) fn register_on(
+        &self,
+        segment: &Arc<Segment>,
+        platform: &ShmPlatform,
+        watched: Watched,
+        epoch: u32,
+        waker: &Waker,
+        recheck_at: Option<Instant>,
+    ) -> Key {
         let (key, covered) = {
             let mut state = self.lock();
             // Already watched with this epoch, and no recheck to schedule: the
@@ -153,8 +221,8 @@ impl Reactor {
             // it, and its scan then finds this entry).
             let covered = recheck_at.is_none()
                 && state.watching.contains(&(
-                    Arc::as_ptr(ring.memory()) as usize,
-                    direction == Direction::NotEmpty,
+                    Arc::as_ptr(segment) as usize,
+                    watched.not_empty(),
                     epoch,
                 ));
             let key = state.next_key;
@@ -162,9 +230,9 @@ impl Reactor {
             state.entries.insert(
                 key,
                 Entry {
-                    segment: Arc::clone(ring.memory()),
-                    platform: ring.platform().clone(),
-                    direction,
+                    segment: Arc::clone(segment),
+                    platform: platform.clone(),
+                    watched,
                     epoch,
                     waker: Some(waker.clone()),
                     recheck_at,
@@ -251,8 +319,8 @@ impl Reactor {
             let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let mut words: Vec<(&AtomicU32, u32)> = Vec::with_capacity(watched + 1);
             words.push((&self.changes, changes));
-            for (segment, direction, epoch) in &watch.words[..watched] {
-                words.push((epoch_word(&**segment, *direction), *epoch));
+            for (segment, word, epoch) in &watch.words[..watched] {
+                words.push((word.word(segment), *epoch));
             }
             if waitv_supported {
                 if platform::futex_waitv(&words, timeout) == Waitv::Unsupported {
@@ -294,7 +362,7 @@ impl Reactor {
             // Relaxed: only decides whether to wake the task; the task's next poll
             // reads the ring with its own orderings (and, if it registers again,
             // its SeqCst epoch load synchronises with the bump).
-            let current = epoch_word(&*entry.segment, entry.direction).load(Ordering::Relaxed);
+            let current = entry.watched.word(&entry.segment).load(Ordering::Relaxed);
             let recheck = entry.recheck_at.is_some_and(|at| now >= at);
             // On a tick, one task per segment and direction with a claim outstanding
             // (its sweep repairs what a dead peer left, and a repair wakes the rest
@@ -302,13 +370,13 @@ impl Reactor {
             // poll per tick, not one per waiting task.
             let key = (
                 Arc::as_ptr(&entry.segment) as usize,
-                entry.direction == Direction::NotEmpty,
+                entry.watched.not_empty(),
             );
-            let stalled =
-                tick && *outstanding.entry(key.0).or_insert_with(|| {
-                    ShmRing::observer(Arc::clone(&entry.segment), entry.platform.clone())
-                        .outstanding_claims()
-                }) && nudged.insert(key);
+            let stalled = tick
+                && *outstanding
+                    .entry(key.0)
+                    .or_insert_with(|| entry.watched.outstanding(&entry.segment, &entry.platform))
+                && nudged.insert(key);
             if current != entry.epoch || recheck || stalled {
                 to_wake.extend(entry.waker.take());
                 continue;
@@ -322,19 +390,15 @@ impl Reactor {
             if watched.insert(key) {
                 watch
                     .words
-                    .push((Arc::clone(&entry.segment), entry.direction, entry.epoch));
+                    .push((Arc::clone(&entry.segment), entry.watched, entry.epoch));
             }
         }
         state.watching = watch
             .words
             .iter()
             .take(max_words)
-            .map(|(segment, direction, epoch)| {
-                (
-                    Arc::as_ptr(segment) as usize,
-                    *direction == Direction::NotEmpty,
-                    *epoch,
-                )
+            .map(|(segment, watched, epoch)| {
+                (Arc::as_ptr(segment) as usize, watched.not_empty(), *epoch)
             })
             .collect();
         if !watch.words.is_empty() {

@@ -1,9 +1,10 @@
 //! The broadcast handles: [`Publisher`] and [`Subscriber`], on a named segment.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::ring::{Broadcast, Role};
+use super::ring::{BatchStep, Broadcast, Role};
 use super::wake::Readiness;
 use super::{PublishError, RecvError, TryPublishError, TryRecvError};
 use crate::access::Access;
@@ -15,7 +16,7 @@ use crate::segment::{ExpectedKind, Patience, Segment};
 use crate::shm::ShmPlatform;
 use crate::wait::{WaitStrategy, PARK_SLICE, STALL_SLICE, STUCK_BOUND};
 
-type Core = Broadcast<Arc<Segment>, ShmPlatform>;
+pub(super) type Core = Broadcast<Arc<Segment>, ShmPlatform>;
 
 /// Publishes messages that every subscriber of a broadcast segment receives.
 ///
@@ -35,7 +36,7 @@ type Core = Broadcast<Arc<Segment>, ShmPlatform>;
 /// ```
 #[derive(Debug)]
 pub struct Publisher {
-    core: Core,
+    pub(super) core: Core,
     wait: WaitStrategy,
 }
 
@@ -61,8 +62,11 @@ pub struct Publisher {
 /// ```
 #[derive(Debug)]
 pub struct Subscriber {
-    core: Core,
+    pub(super) core: Core,
     wait: WaitStrategy,
+    /// Overwrite mode: where a batch receive copies each message to check it whole
+    /// before lending it.
+    scratch: RefCell<Vec<u8>>,
 }
 
 /// Creates a broadcast segment and registers a handle in `role` on it.
@@ -177,7 +181,7 @@ fn wait_for<T>(
 
 /// What a waiting handle does about dead peers: a sweep for dead publishers'
 /// slots; a lossless publisher also frees dead subscribers that gate it.
-fn repair(core: &Core) {
+pub(super) fn repair(core: &Core) {
     core.sweep();
     if core.role() == Role::Publisher && core.policy() == SlowSubscriber::Lossless {
         core.reclaim_gating_subscribers();
@@ -319,6 +323,228 @@ impl Publisher {
         outcome.unwrap_or(Err(PublishError::Timeout))
     }
 
+    /// Claims a position now, if one can be claimed, and lends `write` its slot's
+    /// first `len` bytes to build the message in place (no copy); the message is
+    /// published when `write` returns, and `write`'s result is returned. `write`
+    /// runs only if a position was claimed; it gets bytes left from an earlier
+    /// message, so it should write all `len` of them. If `write` panics, the
+    /// position is published as a skip, which subscribers step over (they never
+    /// see a torn or stale message), and the panic continues. Subscribers behind
+    /// this position wait while `write` runs: keep it short. A publisher killed
+    /// inside `write` leaves a skip too (the dead-publisher sweep).
+    ///
+    /// ```
+    /// use shmq::broadcast::{Publisher, SlowSubscriber, Subscriber, TryPublishError};
+    /// # let name = "doc-try-publish-with";
+    /// let publisher = Publisher::create(name, &shmq::Options::new(2, 16), SlowSubscriber::Lossless)?;
+    /// let subscriber = Subscriber::open(name)?;
+    /// let id = publisher.try_publish_with(8, |buf| {
+    ///     buf.copy_from_slice(&42u64.to_le_bytes());
+    ///     42
+    /// })?;
+    /// assert_eq!(id, 42);
+    /// assert_eq!(subscriber.try_recv()?, 42u64.to_le_bytes());
+    /// assert!(matches!(publisher.try_publish_with(17, |_| ()), Err(TryPublishError::TooLarge { .. })));
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_publish_with<R>(
+        &self,
+        len: usize,
+        write: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R, TryPublishError> {
+        let pos = self.core.claim_for(len)?;
+        Ok(self.core.write_with(pos, len, write))
+    }
+
+    /// Like [`try_publish_with`](Self::try_publish_with), waiting (per the
+    /// [`WaitStrategy`]) while the ring is full.
+    ///
+    /// ```
+    /// # use shmq::broadcast::{Publisher, SlowSubscriber, Subscriber};
+    /// # let name = "doc-publish-with";
+    /// let publisher = Publisher::create(name, &shmq::Options::new(2, 16), SlowSubscriber::Overwrite)?;
+    /// let subscriber = Subscriber::open(name)?;
+    /// publisher.publish_with(3, |buf| buf.copy_from_slice(b"abc"))?;
+    /// assert_eq!(subscriber.recv()?, b"abc");
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn publish_with<R>(
+        &self,
+        len: usize,
+        write: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R, PublishError> {
+        self.publish_with_until(len, None, write)
+    }
+
+    /// Like [`publish_with`](Self::publish_with), waiting at most `timeout` for room.
+    ///
+    /// ```
+    /// # use shmq::broadcast::{Publisher, PublishError, SlowSubscriber, Subscriber};
+    /// use std::time::Duration;
+    /// # let name = "doc-publish-with-timeout";
+    /// let publisher = Publisher::create(name, &shmq::Options::new(2, 16), SlowSubscriber::Lossless)?;
+    /// let _slow = Subscriber::open(name)?;
+    /// publisher.publish(b"1")?;
+    /// publisher.publish(b"2")?;
+    /// let full = publisher.publish_with_timeout(1, Duration::from_millis(1), |buf| buf[0] = 3);
+    /// assert_eq!(full, Err(PublishError::Timeout));
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn publish_with_timeout<R>(
+        &self,
+        len: usize,
+        timeout: Duration,
+        write: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R, PublishError> {
+        self.publish_with_until(len, Instant::now().checked_add(timeout), write)
+    }
+
+    /// Like [`publish_with`](Self::publish_with), waiting for room until `deadline`.
+    ///
+    /// ```
+    /// # use shmq::broadcast::{Publisher, SlowSubscriber, Subscriber};
+    /// use std::time::{Duration, Instant};
+    /// # let name = "doc-publish-with-deadline";
+    /// let publisher = Publisher::create(name, &shmq::Options::new(2, 16), SlowSubscriber::Lossless)?;
+    /// let subscriber = Subscriber::open(name)?;
+    /// let deadline = Instant::now() + Duration::from_millis(5);
+    /// publisher.publish_with_deadline(2, deadline, |buf| buf.copy_from_slice(b"hi"))?;
+    /// assert_eq!(subscriber.try_recv()?, b"hi");
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn publish_with_deadline<R>(
+        &self,
+        len: usize,
+        deadline: Instant,
+        write: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R, PublishError> {
+        self.publish_with_until(len, Some(deadline), write)
+    }
+
+    fn publish_with_until<R>(
+        &self,
+        len: usize,
+        deadline: Option<Instant>,
+        write: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R, PublishError> {
+        let claimed = wait_for(&self.core, self.wait, deadline, || {
+            match self.core.claim_for(len) {
+                Ok(pos) => Some(Ok(pos)),
+                Err(TryPublishError::Full) => None,
+                Err(TryPublishError::TooLarge { len, max }) => {
+                    Some(Err(PublishError::TooLarge { len, max }))
+                }
+            }
+        });
+        let pos = claimed.unwrap_or(Err(PublishError::Timeout))?;
+        Ok(self.core.write_with(pos, len, write))
+    }
+
+    /// Publishes as many of `messages`, in order, as there is room for now (at most
+    /// 256 per call), with one claim of a run of consecutive positions; returns how
+    /// many. Publishes none, with `TooLarge`, if any message exceeds the maximum;
+    /// `Full` if there is room for not even one. Never blocks.
+    ///
+    /// The run is claimed with one CAS of the tail, so no other publisher's message
+    /// interleaves with it. A publisher killed while publishing a run leaves the
+    /// rest of it to the dead-publisher sweep, which skips each unpublished
+    /// position: subscribers receive a prefix of the run, then what follows.
+    ///
+    /// ```
+    /// use shmq::broadcast::{Publisher, SlowSubscriber, Subscriber, TryPublishError};
+    /// # let name = "doc-try-publish-batch";
+    /// let publisher = Publisher::create(name, &shmq::Options::new(4, 8), SlowSubscriber::Lossless)?;
+    /// let _subscriber = Subscriber::open(name)?;
+    /// assert_eq!(publisher.try_publish_batch(&[b"a", b"b", b"c"])?, 3);
+    /// assert_eq!(publisher.try_publish_batch(&[b"d", b"e"])?, 1); // one slot left
+    /// assert_eq!(publisher.try_publish_batch(&[b"f"]), Err(TryPublishError::Full));
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_publish_batch<B: AsRef<[u8]>>(
+        &self,
+        messages: &[B],
+    ) -> Result<usize, TryPublishError> {
+        let max = self.core.max_message_size();
+        if let Some(large) = messages.iter().find(|m| m.as_ref().len() as u64 > max) {
+            return Err(TryPublishError::TooLarge {
+                len: large.as_ref().len(),
+                max,
+            });
+        }
+        self.core.try_publish_run(messages)
+    }
+
+    /// Publishes all of `messages`, in order, waiting (per the [`WaitStrategy`])
+    /// while the ring is full; each claim takes as many positions as there is room
+    /// for (up to 256). Publishes none if any message exceeds the maximum.
+    ///
+    /// ```
+    /// # use shmq::broadcast::{Publisher, SlowSubscriber, Subscriber};
+    /// # let name = "doc-publish-batch";
+    /// let publisher = Publisher::create(name, &shmq::Options::new(64, 8), SlowSubscriber::Lossless)?;
+    /// let subscriber = Subscriber::open(name)?;
+    /// let messages: Vec<Vec<u8>> = (0..10u8).map(|n| vec![n]).collect();
+    /// publisher.publish_batch(&messages)?;
+    /// assert_eq!(subscriber.try_recv_batch(100)?.len(), 10);
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn publish_batch<B: AsRef<[u8]>>(&self, messages: &[B]) -> Result<(), PublishError> {
+        self.publish_batch_until(messages, None).map(drop)
+    }
+
+    /// Like [`publish_batch`](Self::publish_batch), waiting at most `timeout` in
+    /// all; returns how many were published before it ran out
+    /// (`Ok(messages.len())` if all).
+    ///
+    /// ```
+    /// # use shmq::broadcast::{Publisher, SlowSubscriber, Subscriber};
+    /// use std::time::Duration;
+    /// # let name = "doc-publish-batch-timeout";
+    /// let publisher = Publisher::create(name, &shmq::Options::new(2, 8), SlowSubscriber::Lossless)?;
+    /// let _slow = Subscriber::open(name)?;
+    /// let published = publisher.publish_batch_timeout(&[b"1", b"2", b"3"], Duration::from_millis(5))?;
+    /// assert_eq!(published, 2);
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn publish_batch_timeout<B: AsRef<[u8]>>(
+        &self,
+        messages: &[B],
+        timeout: Duration,
+    ) -> Result<usize, PublishError> {
+        self.publish_batch_until(messages, Instant::now().checked_add(timeout))
+    }
+
+    fn publish_batch_until<B: AsRef<[u8]>>(
+        &self,
+        messages: &[B],
+        deadline: Option<Instant>,
+    ) -> Result<usize, PublishError> {
+        let mut published = 0;
+        while published < messages.len() {
+            let more = wait_for(&self.core, self.wait, deadline, || {
+                match self.try_publish_batch(&messages[published..]) {
+                    Ok(n) => Some(Ok(n)),
+                    Err(TryPublishError::Full) => None,
+                    Err(TryPublishError::TooLarge { len, max }) => {
+                        Some(Err(PublishError::TooLarge { len, max }))
+                    }
+                }
+            });
+            match more {
+                Some(n) => published += n?,
+                None => break,
+            }
+        }
+        Ok(published)
+    }
+
     /// What the segment does about slow subscribers.
     ///
     /// ```
@@ -428,6 +654,7 @@ impl Subscriber {
         Self {
             core,
             wait: WaitStrategy::default(),
+            scratch: RefCell::new(Vec::new()),
         }
     }
 
@@ -572,6 +799,154 @@ impl Subscriber {
             Err(e) => Option::<RecvError>::from(e).map(Err),
         });
         outcome.unwrap_or(Err(RecvError::Timeout))
+    }
+
+    /// Receives a run of up to `max` messages (at most a ring's capacity) with one
+    /// advance of this subscriber's cursor, handing each to `f` in order; returns
+    /// how many. `Empty` if there were none.
+    ///
+    /// **Where `f` reads.** In lossless mode each message is lent where it lies in
+    /// the segment (zero copy: no publisher can overwrite a slot this subscriber
+    /// has not passed). In overwrite mode each message is first copied into a
+    /// buffer the handle keeps and checked whole (the slot's stamp unchanged), so
+    /// `f` only ever sees whole messages, and never one it would have to take back.
+    ///
+    /// **Lags and corrupt slots.** A batch stops before anything that is not a
+    /// message: if it received some, it returns them and the *next* call reports
+    /// the lag (`Lagged` with the exact count) or the corrupt slot; if it received
+    /// none, this call reports it. Messages received plus `missed` always equals
+    /// the messages published since this subscriber subscribed (a skipped slot of a
+    /// dead or panicked publisher counts in `missed` only when a lag stepped over
+    /// it).
+    ///
+    /// ```
+    /// use shmq::broadcast::{Publisher, SlowSubscriber, Subscriber};
+    /// # let name = "doc-try-recv-batch-with";
+    /// let publisher = Publisher::create(name, &shmq::Options::new(8, 8), SlowSubscriber::Lossless)?;
+    /// let subscriber = Subscriber::open(name)?;
+    /// publisher.publish_batch(&[&b"a"[..], b"bb", b"ccc"])?;
+    /// let mut total = 0;
+    /// assert_eq!(subscriber.try_recv_batch_with(64, |bytes| total += bytes.len())?, 3);
+    /// assert_eq!(total, 6);
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_recv_batch_with(
+        &self,
+        max: usize,
+        mut f: impl FnMut(&[u8]),
+    ) -> Result<usize, TryRecvError> {
+        match self.core.policy() {
+            SlowSubscriber::Lossless => self.core.try_recv_batch(max, |step| {
+                if let BatchStep::Read(bytes) = step {
+                    f(bytes);
+                }
+            }),
+            SlowSubscriber::Overwrite => {
+                let mut scratch = self.scratch.borrow_mut();
+                self.core.try_recv_batch(max, |step| match step {
+                    BatchStep::Read(bytes) => {
+                        scratch.clear();
+                        scratch.extend_from_slice(bytes);
+                    }
+                    BatchStep::Whole => f(&scratch),
+                })
+            }
+        }
+    }
+
+    /// Like [`try_recv_batch_with`](Self::try_recv_batch_with), waiting (per the
+    /// [`WaitStrategy`]) until at least one message arrives (at most `timeout`, if
+    /// given).
+    ///
+    /// ```
+    /// # use shmq::broadcast::{Publisher, SlowSubscriber, Subscriber};
+    /// use std::time::Duration;
+    /// # let name = "doc-recv-batch-with";
+    /// let publisher = Publisher::create(name, &shmq::Options::new(8, 8), SlowSubscriber::Overwrite)?;
+    /// let subscriber = Subscriber::open(name)?;
+    /// publisher.publish(b"x")?;
+    /// let mut got = Vec::new();
+    /// subscriber.recv_batch_with(8, Some(Duration::from_secs(1)), |m| got.push(m.to_vec()))?;
+    /// assert_eq!(got, [b"x"]);
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_batch_with(
+        &self,
+        max: usize,
+        timeout: Option<Duration>,
+        mut f: impl FnMut(&[u8]),
+    ) -> Result<usize, RecvError> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        self.recv_until(deadline, |s| s.try_recv_batch_with(max, &mut f))
+    }
+
+    /// Receives a run of up to `max` messages (at most a ring's capacity) with one
+    /// cursor advance, into owned buffers; `Empty` if there were none. Lags as in
+    /// [`try_recv_batch_with`](Self::try_recv_batch_with).
+    ///
+    /// ```
+    /// use shmq::broadcast::{Publisher, SlowSubscriber, Subscriber, TryRecvError};
+    /// # let name = "doc-try-recv-batch";
+    /// let publisher = Publisher::create(name, &shmq::Options::new(4, 8), SlowSubscriber::Overwrite)?;
+    /// let subscriber = Subscriber::open(name)?;
+    /// publisher.publish_batch(&[b"a", b"b"])?;
+    /// assert_eq!(subscriber.try_recv_batch(8)?, [b"a", b"b"]);
+    /// for n in 0..6u8 {
+    ///     publisher.publish(&[n])?; // two more than the ring holds
+    /// }
+    /// assert_eq!(subscriber.try_recv_batch(8), Err(TryRecvError::Lagged { missed: 2 }));
+    /// assert_eq!(subscriber.try_recv_batch(8)?, [[2], [3], [4], [5]]);
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_recv_batch(&self, max: usize) -> Result<Vec<Vec<u8>>, TryRecvError> {
+        let mut messages = Vec::new();
+        self.try_recv_batch_owned(max, &mut messages)?;
+        Ok(messages)
+    }
+
+    /// Like [`try_recv_batch`](Self::try_recv_batch), waiting until at least one
+    /// message arrives (at most `timeout`, if given).
+    ///
+    /// ```
+    /// # use shmq::broadcast::{Publisher, SlowSubscriber, Subscriber};
+    /// # let name = "doc-recv-batch";
+    /// let publisher = Publisher::create(name, &shmq::Options::new(4, 8), SlowSubscriber::Lossless)?;
+    /// let subscriber = Subscriber::open(name)?;
+    /// std::thread::spawn(move || publisher.publish_batch(&[b"x", b"y"]).unwrap());
+    /// let mut got = subscriber.recv_batch(8, None)?;
+    /// if got.len() < 2 {
+    ///     got.extend(subscriber.recv_batch(8, None)?);
+    /// }
+    /// assert_eq!(got, [b"x", b"y"]);
+    /// # shmq::Queue::unlink(name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_batch(
+        &self,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Vec<u8>>, RecvError> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut messages = Vec::new();
+        self.recv_until(deadline, |s| s.try_recv_batch_owned(max, &mut messages))?;
+        Ok(messages)
+    }
+
+    /// Appends a batch to `messages` as owned buffers, copying each message once
+    /// (in overwrite mode the copy is the one checked whole).
+    fn try_recv_batch_owned(
+        &self,
+        max: usize,
+        messages: &mut Vec<Vec<u8>>,
+    ) -> Result<usize, TryRecvError> {
+        let mut pending = None;
+        self.core.try_recv_batch(max, |step| match step {
+            BatchStep::Read(bytes) => pending = Some(bytes.to_vec()),
+            BatchStep::Whole => messages.extend(pending.take()),
+        })
     }
 
     /// What the segment does about slow subscribers.

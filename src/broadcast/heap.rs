@@ -67,7 +67,7 @@ impl BroadcastHeap {
                     claim: u64s(0),
                     cursor: u64s(0),
                     waiting: AtomicU32::new(0),
-                    spare: AtomicU32::new(0),
+                    run: AtomicU32::new(0),
                     operations: u64s(0),
                 })
                 .collect(),
@@ -97,6 +97,25 @@ unsafe impl BroadcastMemory for BroadcastHeap {
             // Relaxed: the sequence lock's fences order these (mod.rs).
             cell.store(byte, Ordering::Relaxed);
         }
+    }
+    unsafe fn write_payload_with<R>(
+        &self,
+        index: u64,
+        len: usize,
+        write: impl FnOnce(&mut [u8]) -> R,
+    ) -> R {
+        let cells = &self.payloads[index as usize][..len];
+        // Relaxed: as above; the writer's buffer starts from what the slot held.
+        let mut bytes: Vec<u8> = cells
+            .iter()
+            .map(|cell| cell.load(Ordering::Relaxed))
+            .collect();
+        let result = write(&mut bytes);
+        for (cell, byte) in cells.iter().zip(bytes) {
+            // Relaxed: as in `write_payload`.
+            cell.store(byte, Ordering::Relaxed);
+        }
+        result
     }
     unsafe fn read_payload<R>(&self, index: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
         // Relaxed: as above; the copy is checked by the stamp afterwards.

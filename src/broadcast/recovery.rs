@@ -8,6 +8,12 @@
 //! later value; a later value is stored only after `p` was published. So "slot
 //! still unpublished, tail past it, no live record claims `p`" (loads in that
 //! order, then the slot again) proves the claimer dead.
+//!
+//! A batch claims a run of positions with one CAS; its record's run word (stored,
+//! Release, before the claim word when it changes) says how many. The proof holds
+//! per position: a later claim value is stored only after the whole run was
+//! published, and a live holder is a live record whose claim *run* contains the
+//! position. A sweep skips each outstanding position of a dead publisher's run.
 
 use std::cell::Cell;
 
@@ -16,7 +22,7 @@ use crate::layout::{
     participant, pos_add, pos_diff, role, waiting, BroadcastRecord, SlowSubscriber, CLAIM_NONE,
     SKIP_LEN,
 };
-use crate::ring::Platform;
+use crate::ring::{run_length, Platform};
 use crate::sync::Ordering;
 
 /// Frees the records of dead handles that hold no outstanding claim, without a
@@ -44,9 +50,11 @@ pub fn free_dead_records<M: BroadcastMemory, P: Platform>(
         // Relaxed: ordered by the lock (the death check orders the dead owner's
         // last stores before these loads).
         let claim = record.claim.load(Ordering::Relaxed);
+        // Relaxed: as above.
+        let run = record.run.load(Ordering::Relaxed);
         let publisher = record.role.load(Ordering::Relaxed) == role::PUBLISHER;
         if record.state.load(Ordering::Relaxed) != participant::ACTIVE
-            || (publisher && claim_outstanding(memory, claim))
+            || (publisher && run_outstanding(memory, claim, run))
         {
             continue;
         }
@@ -54,6 +62,22 @@ pub fn free_dead_records<M: BroadcastMemory, P: Platform>(
         freed += 1;
     }
     freed
+}
+
+/// Whether any publisher's claim is outstanding (loads only, no record of one's
+/// own: the async waker thread asks this to nudge a waiting task to sweep).
+#[cfg_attr(any(loom, not(feature = "tokio")), allow(dead_code))]
+pub fn any_claim_outstanding<M: BroadcastMemory>(memory: &M) -> bool {
+    (0..memory.geometry().max_participants).any(|index| {
+        let record = memory.record(index);
+        // Relaxed, all: a first look; stale, it costs a spare wake-up or a later one.
+        record.role.load(Ordering::Relaxed) == role::PUBLISHER
+            && run_outstanding(
+                memory,
+                record.claim.load(Ordering::Relaxed),
+                record.run.load(Ordering::Relaxed),
+            )
+    })
 }
 
 /// Whether a claim at `pos` is outstanding: the tail has moved past it and its slot
@@ -70,6 +94,23 @@ fn claim_outstanding<M: BroadcastMemory>(memory: &M, pos: u64) -> bool {
     // the Acquire loads of the live records for the second look).
     let stamp = slot.stamp.load(Ordering::Relaxed);
     pos_diff(tail, pos) > 0 && matches!(compare_stamp(stamp, pos), Stamp::Before | Stamp::Writing)
+}
+
+/// The positions a claim at `claim` covering `run` positions names (none for
+/// [`CLAIM_NONE`]); `run` comes from shared memory and is clamped.
+fn claimed_positions(claim: u64, run: u32) -> impl Iterator<Item = u64> {
+    let count = if claim == CLAIM_NONE {
+        0
+    } else {
+        run_length(run)
+    };
+    (0..u64::from(count)).map(move |k| pos_add(claim, k))
+}
+
+/// Whether any position of a claim at `claim` covering `run` positions is
+/// outstanding ([`claim_outstanding`]).
+fn run_outstanding<M: BroadcastMemory>(memory: &M, claim: u64, run: u32) -> bool {
+    claimed_positions(claim, run).any(|pos| claim_outstanding(memory, pos))
 }
 
 /// Returns a dead participant's record to the free list (its liveness lock is held
@@ -89,6 +130,8 @@ fn free_record<M: BroadcastMemory>(memory: &M, record: &BroadcastRecord) {
     // Relaxed: ordered for registrants by the liveness lock; other sweepers read it
     // under the recovery lock.
     record.claim.store(CLAIM_NONE, Ordering::Relaxed);
+    // Relaxed: as above.
+    record.run.store(0, Ordering::Relaxed);
     // SeqCst: as in `unregister`, gate scans stop counting it. No model fails
     // without it (loom-tests/README.md): a scan that still reads SUBSCRIBER counts a
     // dead cursor, which holds a publisher back (never lets one through) until its
@@ -280,9 +323,13 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
                 continue;
             }
             let record = self.memory.record(index);
-            // Relaxed: a first look, to take locks only where something is stuck.
+            // Relaxed, both: a first look, to take locks only where something is
+            // stuck.
             let claim = record.claim.load(Ordering::Relaxed);
-            if record.role.load(Ordering::Relaxed) != role::PUBLISHER || !self.outstanding(claim) {
+            let run = record.run.load(Ordering::Relaxed);
+            if record.role.load(Ordering::Relaxed) != role::PUBLISHER
+                || !run_outstanding(&self.memory, claim, run)
+            {
                 continue;
             }
             // Its lock is free only if its owner is dead (an acquire of the kernel's
@@ -294,11 +341,16 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
             if record.state.load(Ordering::Relaxed) != participant::ACTIVE {
                 continue;
             }
-            // Relaxed: ordered by the death check; other writers of a dead record are
-            // sweepers, ordered by the recovery lock.
+            // Relaxed, both: ordered by the death check; other writers of a dead
+            // record are sweepers, ordered by the recovery lock.
             let claim = record.claim.load(Ordering::Relaxed);
-            if self.orphaned(claim, index) {
-                skipped += self.publish_skip(claim);
+            let run = record.run.load(Ordering::Relaxed);
+            // A run is published in order, so its outstanding positions are a
+            // suffix of it: each is skipped on its own proof.
+            for pos in claimed_positions(claim, run) {
+                if self.orphaned(pos, index) {
+                    skipped += self.publish_skip(pos);
+                }
             }
             self.free_record(record);
         }
@@ -313,7 +365,11 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
             // the lock for nothing.
             index != self.me
                 && record.role.load(Ordering::Relaxed) == role::PUBLISHER
-                && self.outstanding(record.claim.load(Ordering::Relaxed))
+                && run_outstanding(
+                    &self.memory,
+                    record.claim.load(Ordering::Relaxed),
+                    record.run.load(Ordering::Relaxed),
+                )
         })
     }
 
@@ -327,7 +383,8 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
         self.outstanding(pos) && !self.live_holder(pos, dead) && self.outstanding(pos)
     }
 
-    /// Whether a live publisher other than us and `dead` has `pos` in its claim.
+    /// Whether a live publisher other than us and `dead` has `pos` in its claim (its
+    /// claim word, or the run it starts).
     fn live_holder(&self, pos: u64, dead: u64) -> bool {
         (0..self.memory.geometry().max_participants).any(|index| {
             if index == self.me || index == dead {
@@ -337,9 +394,13 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
             // Acquire: pairs with the Release claim stores (and `unregister`'s reset):
             // a value later than `pos` shows `pos` published.
             let claim = record.claim.load(Ordering::Acquire);
+            // Acquire: pairs with the Release run store in `record_run`: a run stored
+            // for a claim later than `claim` shows `claim` finished.
+            let run = record.run.load(Ordering::Acquire);
             // Acquire: pairs with the Release of FREE in `unregister`: a record that
             // left after publishing `pos` shows it published.
-            claim == pos
+            claim != CLAIM_NONE
+                && (0..i64::from(run_length(run))).contains(&pos_diff(pos, claim))
                 && record.state.load(Ordering::Acquire) == participant::ACTIVE
                 && self.platform.is_alive(index)
         })
@@ -386,7 +447,7 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
     /// claimed, if any.
     #[cfg(loom)]
     pub fn claim_and_die(mut self) -> Option<u64> {
-        let claimed = self.claim().ok();
+        let claimed = self.claim_run(1).ok().map(|(pos, _)| pos);
         std::mem::forget(self.liveness.take());
         claimed
     }

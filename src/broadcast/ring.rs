@@ -33,9 +33,9 @@ use std::cell::Cell;
 
 use crate::layout::{
     participant, pos_add, pos_diff, role, BroadcastRecord, BroadcastShared, BroadcastSlot,
-    Geometry, SlowSubscriber, WaitWord, CLAIM_NONE, POS_MASK, SKIP_LEN,
+    Geometry, SlowSubscriber, WaitWord, CLAIM_NONE, MAX_RUN, POS_MASK, SKIP_LEN,
 };
-use crate::ring::Platform;
+use crate::ring::{run_length, Platform};
 use crate::sync::{fence, AtomicU64, Ordering};
 
 use super::error::{TryPublishError, TryRecvError};
@@ -62,6 +62,19 @@ pub unsafe trait BroadcastMemory {
     /// The caller holds the publisher claim on the slot and `bytes.len()` is at most
     /// the maximum message size.
     unsafe fn write_payload(&self, index: u64, bytes: &[u8]);
+    /// Lends the first `len` payload bytes of slot `index` to `write` to build a
+    /// message in place, and returns what it returns. The bytes hold whatever the
+    /// slot held before (an earlier message).
+    ///
+    /// # Safety
+    /// As [`write_payload`](Self::write_payload): the caller holds the publisher
+    /// claim on the slot and `len` is at most the maximum message size.
+    unsafe fn write_payload_with<R>(
+        &self,
+        index: u64,
+        len: usize,
+        write: impl FnOnce(&mut [u8]) -> R,
+    ) -> R;
     /// Lends the first `len` payload bytes of slot `index` to `f`. They may change
     /// while `f` runs (a publisher overwriting the slot): the caller re-checks the
     /// stamp afterwards.
@@ -88,6 +101,15 @@ unsafe impl<T: BroadcastMemory> BroadcastMemory for std::sync::Arc<T> {
     unsafe fn write_payload(&self, index: u64, bytes: &[u8]) {
         // SAFETY: same contract, passed through.
         unsafe { (**self).write_payload(index, bytes) }
+    }
+    unsafe fn write_payload_with<R>(
+        &self,
+        index: u64,
+        len: usize,
+        write: impl FnOnce(&mut [u8]) -> R,
+    ) -> R {
+        // SAFETY: same contract, passed through.
+        unsafe { (**self).write_payload_with(index, len, write) }
     }
     unsafe fn read_payload<R>(&self, index: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
         // SAFETY: same contract, passed through.
@@ -275,9 +297,19 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
 
     /// The claim step: finds the slot at the tail free of its previous lap's
     /// publisher (and, in lossless mode, passes the gate), records the position in
-    /// this publisher's claim word and takes it with a CAS on the tail. Never blocks.
-    pub(crate) fn claim(&self) -> Result<u64, Blocked> {
+    /// this publisher's claim word and takes it with a CAS on the tail. Never
+    /// blocks. With `max` above 1 it takes up to `max`
+    /// consecutive positions from the tail (each slot's previous lap published
+    /// and, lossless, each past the gate) with one CAS, recording the run's length
+    /// before its first position, as the work queue's run claims do
+    /// (`src/ring/mod.rs`). Returns the first position and the count (at least 1).
+    /// A single claim (`max` 1) stores no run length unless the last run was longer.
+    pub(crate) fn claim_run(&self, max: u32) -> Result<(u64, u32), Blocked> {
         let record = self.record();
+        let max = max.clamp(
+            1,
+            MAX_RUN.min(self.capacity.min(u64::from(u32::MAX)) as u32),
+        );
         let mut recorded = false;
         let blocked = loop {
             // SeqCst: the gate's argument (docs/broadcast.md): a subscriber joining
@@ -309,9 +341,18 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
                     continue;
                 }
             }
-            if self.policy == SlowSubscriber::Lossless && !self.gate_open(pos, Freshness::Cached) {
-                break Blocked::Subscriber;
+            let mut count = self.free_run(pos, max);
+            if self.policy == SlowSubscriber::Lossless {
+                if !self.gate_open(pos, Freshness::Cached) {
+                    break Blocked::Subscriber;
+                }
+                // Every live cursor is at least the floor, and a subscriber joining
+                // later starts at a tail no lower than it (docs/broadcast.md): every
+                // position below `floor + capacity` is past the gate.
+                let room = pos_diff(pos_add(self.gate_floor.get(), self.capacity), pos);
+                count = count.min(room.clamp(1, i64::from(max)) as u32);
             }
+            self.record_run(record, count);
             // Release: a sweeper that reads a *later* value of this word must also
             // see this claim finished; the CAS below publishes the store to anyone
             // who sees the tail move (recovery.rs).
@@ -322,10 +363,15 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
             // Failure: Relaxed, we reload.
             if self
                 .tail()
-                .compare_exchange(pos, pos_add(pos, 1), Ordering::SeqCst, Ordering::Relaxed)
+                .compare_exchange(
+                    pos,
+                    pos_add(pos, u64::from(count)),
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
             {
-                return Ok(pos);
+                return Ok((pos, count));
             }
         };
         if recorded {
@@ -342,41 +388,104 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
         Err(blocked)
     }
 
-    /// Writes `bytes` into the slot at `pos` (claimed by this publisher) and
-    /// publishes it, then wakes sleeping subscribers.
-    fn write_and_publish(&self, pos: u64, bytes: &[u8]) {
+    /// How many positions from `pos` (free itself) have their slot's previous lap
+    /// published, up to `max`.
+    fn free_run(&self, pos: u64, max: u32) -> u32 {
+        let mut count = 1;
+        while count < max {
+            let next = pos_add(pos, u64::from(count));
+            let (_, slot) = self.slot_at(next);
+            // Acquire: as the claim step's load of the first slot, for each further
+            // slot of the run (its previous lap's payload writes before ours).
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            if compare_stamp(stamp, pos_sub(next, self.capacity)) != Stamp::Published {
+                break;
+            }
+            count += 1;
+        }
+        count
+    }
+
+    /// Records the length of the run about to be claimed, if it differs from the
+    /// last one (single claims after single claims store nothing).
+    fn record_run(&self, record: &BroadcastRecord, count: u32) {
+        // Relaxed: only this publisher writes its run word.
+        if run_length(record.run.load(Ordering::Relaxed)) != count {
+            // Release: pairs with a sweeper's Acquire load of the run in
+            // `live_holder`: one that reads this value with our *previous* claim
+            // word must also see that claim finished (its `orphaned` re-check then
+            // shows the positions published). The claim store after it publishes it
+            // to readers of the new claim.
+            record.run.store(count, Ordering::Release);
+        }
+    }
+
+    /// Lets `write` fill `len` bytes of the slot at `pos` (claimed by this publisher)
+    /// in place, publishes it, then wakes sleeping subscribers. If `write` unwinds,
+    /// the slot is published as a skip (subscribers step over it) and the unwinding
+    /// goes on.
+    #[cfg_attr(loom, allow(dead_code))] // the handles' (loom models publish copies)
+    pub(crate) fn write_with<R>(
+        &self,
+        pos: u64,
+        len: usize,
+        write: impl FnOnce(&mut [u8]) -> R,
+    ) -> R {
+        self.fill_and_publish(pos, len, |memory, index| {
+            // SAFETY: `fill_and_publish`'s caller holds the claim on `pos` and
+            // checked `len` against the maximum.
+            unsafe { memory.write_payload_with(index, len, write) }
+        })
+    }
+
+    /// The publishing step every publish shares: the writing stamp, `fill` (which
+    /// writes `len` payload bytes into slot `index` of the memory), the length, the
+    /// published stamp, the wake-up. The caller holds the claim on `pos` and
+    /// checked `len` against the maximum. If `fill` unwinds, the slot is published
+    /// as a skip and the unwinding goes on.
+    fn fill_and_publish<R>(&self, pos: u64, len: usize, fill: impl FnOnce(&M, u64) -> R) -> R {
+        debug_assert!(len as u64 <= self.max_message_size);
         let (index, slot) = self.slot_at(pos);
         // Relaxed, then a Release fence: a subscriber that copies any byte written
         // below sees this odd stamp on its re-check (its Acquire fence pairs with
         // this fence): a torn copy is always detected.
         slot.stamp.store(writing(pos), Ordering::Relaxed);
         fence(Ordering::Release);
-        // SAFETY: the claim made us the only publisher of `pos`, the previous lap's
-        // publisher had finished (the claim's Acquire), and the length was checked
-        // against the maximum by the caller.
-        unsafe { self.memory.write_payload(index, bytes) };
+        let unwinding = SkipOnUnwind { core: self, pos };
+        let result = fill(&self.memory, index);
+        std::mem::forget(unwinding);
         // Relaxed: made visible by the Release publish below.
-        slot.len.store(bytes.len() as u32, Ordering::Relaxed);
+        slot.len.store(len as u32, Ordering::Relaxed);
         // Release: pairs with the subscriber's Acquire stamp load (payload, length).
         slot.stamp.store(published(pos), Ordering::Release);
         self.count_operation();
         self.wake_if_waiting(&self.memory.shared().not_empty);
+        result
     }
 
-    /// Publishes `message` if a position can be claimed now. Never blocks. A lossless
-    /// publisher held back by subscribers first reclaims gating subscribers that are
-    /// dead (a lock query each) and tries once more; one behind an unpublished slot
-    /// of the previous lap sweeps for a dead publisher and tries once more.
-    pub fn try_publish(&self, message: &[u8]) -> Result<(), TryPublishError> {
+    /// Claims a position for a message of `len` bytes if one can be claimed now.
+    /// Never blocks. A lossless publisher held back by subscribers first reclaims
+    /// gating subscribers that are dead (a lock query each) and tries once more;
+    /// one behind an unpublished slot of the previous lap sweeps for a dead
+    /// publisher and tries once more. The caller must then [`write_with`]
+    /// (Self::write_with) the position at once.
+    pub(crate) fn claim_for(&self, len: usize) -> Result<u64, TryPublishError> {
         debug_assert_eq!(self.role, Role::Publisher);
-        if message.len() as u64 > self.max_message_size {
+        if len as u64 > self.max_message_size {
             return Err(TryPublishError::TooLarge {
-                len: message.len(),
+                len,
                 max: self.max_message_size,
             });
         }
-        let pos = match self.claim() {
-            Ok(pos) => pos,
+        self.claim_repairing(1).map(|(pos, _)| pos)
+    }
+
+    /// [`claim_run`](Self::claim_run), and if it is blocked, one repair (dead
+    /// gating subscribers reclaimed, or a dead publisher's slots swept) and one more
+    /// try. `Full` if still blocked.
+    fn claim_repairing(&self, max: u32) -> Result<(u64, u32), TryPublishError> {
+        match self.claim_run(max) {
+            Ok(claimed) => Ok(claimed),
             Err(blocked) => {
                 let repaired = match blocked {
                     Blocked::Subscriber => self.reclaim_gating_subscribers() > 0,
@@ -385,10 +494,49 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
                 if !repaired {
                     return Err(TryPublishError::Full);
                 }
-                self.claim().map_err(|_| TryPublishError::Full)?
+                self.claim_run(max).map_err(|_| TryPublishError::Full)
             }
-        };
-        self.write_and_publish(pos, message);
+        }
+    }
+
+    /// Publishes the first messages of `messages` (each length already checked
+    /// against the maximum by the caller), as many as one run claim takes (at most
+    /// [`MAX_RUN`]), in order; returns how many. `Full` if not even one position
+    /// can be claimed. Never blocks.
+    #[cfg_attr(loom, allow(dead_code))] // the handles' (loom models publish singly)
+    pub(crate) fn try_publish_run<B: AsRef<[u8]>>(
+        &self,
+        messages: &[B],
+    ) -> Result<usize, TryPublishError> {
+        debug_assert_eq!(self.role, Role::Publisher);
+        if messages.is_empty() {
+            return Ok(0);
+        }
+        let max = messages.len().min(MAX_RUN as usize) as u32;
+        let (first, count) = self.claim_repairing(max)?;
+        for (k, message) in messages[..count as usize].iter().enumerate() {
+            let message = message.as_ref();
+            debug_assert!(message.len() as u64 <= self.max_message_size);
+            self.fill_and_publish(pos_add(first, k as u64), message.len(), |memory, index| {
+                // SAFETY: the run claim made us the only publisher of each of its
+                // positions, each slot's previous lap had published (the claim's
+                // Acquire loads), and the caller checked every length.
+                unsafe { memory.write_payload(index, message) }
+            });
+        }
+        Ok(count as usize)
+    }
+
+    /// Publishes `message` if a position can be claimed now (see
+    /// [`claim_for`](Self::claim_for)). Never blocks.
+    pub fn try_publish(&self, message: &[u8]) -> Result<(), TryPublishError> {
+        let pos = self.claim_for(message.len())?;
+        self.fill_and_publish(pos, message.len(), |memory, index| {
+            // SAFETY: the claim above made us the only publisher of `pos`, the
+            // previous lap's publisher had finished (the claim's Acquire), and
+            // `claim_for` checked the length against the maximum.
+            unsafe { memory.write_payload(index, message) }
+        });
         Ok(())
     }
 
@@ -451,6 +599,98 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
             }
         }
         Err(TryRecvError::Empty)
+    }
+
+    /// Receives a run of up to `max` published messages (at most a lap) with one
+    /// cursor advance. For each, `step` gets `Read` with the bytes in the slot, and,
+    /// once the stamp re-check says they were whole, `Whole`; a message whose
+    /// re-check fails (overwritten while read) gets no `Whole` and ends the run.
+    ///
+    /// A run ends before anything that is not a published message: nothing yet, a
+    /// lag, a corrupt length. If the run delivered messages, the call returns their
+    /// count and leaves the cursor at that position, so the next call reports it
+    /// (`Lagged` with the exact count, `Corrupt`); if it delivered none, this call
+    /// reports it. So received + missed always equals the positions passed. Skips
+    /// (dead or panicked publishers' slots) are stepped over silently.
+    #[cfg_attr(loom, allow(dead_code))] // the handles' (loom models use single receives)
+    pub(crate) fn try_recv_batch(
+        &self,
+        max: usize,
+        mut step: impl FnMut(BatchStep<'_>),
+    ) -> Result<usize, TryRecvError> {
+        debug_assert_eq!(self.role, Role::Subscriber);
+        if max == 0 {
+            return Ok(0);
+        }
+        let start = self.cursor.get();
+        let mut pos = start;
+        let mut received = 0usize;
+        // Lossless mode: our record's cursor stays at `start` until the advance at
+        // the end, so no publisher overwrites a slot of the run (at most a lap).
+        for _ in 0..self.capacity {
+            if received == max {
+                break;
+            }
+            let (index, slot) = self.slot_at(pos);
+            // Acquire: pairs with the publisher's Release of the even stamp (or a
+            // skip's): the payload and length are visible.
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            match compare_stamp(stamp, pos) {
+                Stamp::Before | Stamp::Writing => break,
+                Stamp::After if received == 0 => return Err(self.lagged(pos)),
+                Stamp::After => break,
+                Stamp::Published => {}
+            }
+            // Relaxed: ordered by the Acquire above; a later writer's value is caught
+            // by the re-check.
+            let len = slot.len.load(Ordering::Relaxed);
+            let bounded = u64::from(len) <= self.max_message_size;
+            if bounded {
+                // SAFETY: len was checked against the maximum just above.
+                unsafe {
+                    self.memory
+                        .read_payload(index, len as usize, |bytes| step(BatchStep::Read(bytes)))
+                };
+            }
+            // Acquire: pairs with a later writer's Release fence after its odd stamp:
+            // if anything we read came from it, the load below sees that stamp.
+            fence(Ordering::Acquire);
+            // Relaxed: ordered by the fence above.
+            if slot.stamp.load(Ordering::Relaxed) != stamp {
+                if received == 0 {
+                    return Err(self.lagged(pos));
+                }
+                break;
+            }
+            if bounded {
+                step(BatchStep::Whole);
+                received += 1;
+            } else if len != SKIP_LEN {
+                if received > 0 {
+                    break;
+                }
+                self.advance(pos_add(pos, 1));
+                return Err(TryRecvError::Corrupt {
+                    position: pos,
+                    len,
+                    max: self.max_message_size,
+                });
+            }
+            pos = pos_add(pos, 1);
+        }
+        if pos != start {
+            self.advance(pos);
+        }
+        if received == 0 {
+            return Err(TryRecvError::Empty);
+        }
+        let ops = &self.record().operations;
+        // Relaxed: informational; only this handle writes it.
+        ops.store(
+            ops.load(Ordering::Relaxed).wrapping_add(received as u64),
+            Ordering::Relaxed,
+        );
+        Ok(received)
     }
 
     /// The subscriber found `pos` overwritten: it moves to the oldest position that
@@ -551,6 +791,37 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
             self.platform.wake_all(&word.epoch);
         }
     }
+}
+
+/// Armed while a publisher's writer closure runs: if it unwinds, the claimed slot
+/// is published as a skip, so subscribers step over it instead of waiting for a
+/// sweep that would never come (the publisher is alive) or reading stale bytes.
+struct SkipOnUnwind<'a, M: BroadcastMemory, P: Platform> {
+    core: &'a Broadcast<M, P>,
+    pos: u64,
+}
+
+impl<M: BroadcastMemory, P: Platform> Drop for SkipOnUnwind<'_, M, P> {
+    fn drop(&mut self) {
+        let (_, slot) = self.core.slot_at(self.pos);
+        // Relaxed: made visible by the Release publish below.
+        slot.len.store(SKIP_LEN, Ordering::Relaxed);
+        // Release: pairs with the subscriber's Acquire stamp load: it reads SKIP_LEN
+        // and steps over the slot. We still hold the claim, so a plain store.
+        slot.stamp.store(published(self.pos), Ordering::Release);
+        self.core
+            .wake_if_waiting(&self.core.memory.shared().not_empty);
+    }
+}
+
+/// What a batch receive hands its reader for each message (see
+/// [`Broadcast::try_recv_batch`]).
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) enum BatchStep<'a> {
+    /// The message's bytes, where they lie; in overwrite mode possibly torn.
+    Read(&'a [u8]),
+    /// The bytes just read were whole: the message counts as received.
+    Whole,
 }
 
 /// Whether a gate check may trust the floor of the last scan.
