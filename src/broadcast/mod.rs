@@ -64,10 +64,10 @@ pub use async_handle::{AsyncPublisher, AsyncSubscriber};
 pub use error::{PublishError, RecvError, TryPublishError, TryRecvError};
 #[cfg(not(loom))]
 pub use handle::{Publisher, Subscriber};
-#[cfg(all(not(loom), feature = "tokio"))]
-pub(crate) use recovery::any_claim_outstanding;
 #[cfg(not(loom))]
 pub use inspect::{RecordInfo, RecordRole, Snapshot};
+#[cfg(all(not(loom), feature = "tokio"))]
+pub(crate) use recovery::any_claim_outstanding;
 #[cfg(not(loom))]
 pub(crate) use ring::{initialise, BroadcastMemory};
 
