@@ -68,11 +68,11 @@ weakenings=(
   # store, the joiner's cursor store, free_record's role store, the publisher's
   # readiness tail load and the epoch pair.
   "bcast-claim-record-release|broadcast/ring.rs|record.claim.store(pos, Ordering::Release);|Ordering::Release|Ordering::Relaxed|broadcast"
-  "bcast-tail-cas-seqcst|broadcast/ring.rs|.compare_exchange(pos, pos_add(pos, 1), Ordering::SeqCst, Ordering::Relaxed)|Ordering::SeqCst|Ordering::Relaxed|broadcast"
+  "bcast-tail-cas-seqcst|broadcast/ring.rs|pos_add(pos, u64::from(count)),|Ordering::SeqCst|Ordering::Relaxed|broadcast"
   "bcast-writing-fence-release|broadcast/ring.rs|fence(Ordering::Release);|Ordering::Release|Ordering::Relaxed|broadcast"
   "bcast-publish-release|broadcast/ring.rs|slot.stamp.store(published(pos), Ordering::Release);|Ordering::Release|Ordering::Relaxed|broadcast"
   "bcast-recv-stamp-acquire|broadcast/ring.rs|// Acquire: pairs with the publisher's Release of the even stamp (or the|NEXT:Ordering::Acquire|Ordering::Relaxed|broadcast"
-  "bcast-recheck-fence-acquire|broadcast/ring.rs|fence(Ordering::Acquire);|Ordering::Acquire|Ordering::Relaxed|broadcast"
+  "bcast-recheck-fence-acquire|broadcast/ring.rs|// Acquire: pairs with a later writer's Release fence after its odd stamp:|Ordering::Acquire|Ordering::Relaxed|broadcast"
   "bcast-cursor-store-seqcst|broadcast/ring.rs|cursor.store(next, Ordering::SeqCst);|Ordering::SeqCst|Ordering::Relaxed|broadcast"
   "bcast-gate-role-seqcst|broadcast/ring.rs|record.role.load(Ordering::SeqCst) != role::SUBSCRIBER {|Ordering::SeqCst|Ordering::Relaxed|broadcast"
   "bcast-gate-cursor-seqcst|broadcast/ring.rs|let cursor = record.cursor.load(Ordering::SeqCst);|Ordering::SeqCst|Ordering::Relaxed|broadcast"

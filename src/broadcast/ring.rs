@@ -652,8 +652,8 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
                         .read_payload(index, len as usize, |bytes| step(BatchStep::Read(bytes)))
                 };
             }
-            // Acquire: pairs with a later writer's Release fence after its odd stamp:
-            // if anything we read came from it, the load below sees that stamp.
+            // Acquire: as in `try_recv_with` (a later writer's Release fence after its
+            // odd stamp); no loom model runs batch receives, that one is weakened.
             fence(Ordering::Acquire);
             // Relaxed: ordered by the fence above.
             if slot.stamp.load(Ordering::Relaxed) != stamp {
