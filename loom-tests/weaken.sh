@@ -98,7 +98,8 @@ weakenings=(
 run_suite() {
   local targets=()
   local test_target
-  for test_target in ${3//,/ }; do
+  local wanted="${3:-}"
+  for test_target in ${wanted//,/ }; do
     targets+=(--test "$test_target")
   done
   (cd "$1" && RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$target" \
