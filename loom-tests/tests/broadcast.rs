@@ -447,13 +447,14 @@ fn dead_publisher_mid_run(published: &[&[u8]]) {
 
 /// [`dead_publisher_mid_run`] with the run's first position published: one skip.
 ///
-/// Bound: 2 preemptions: a sweeper inside its sweep, and the live publisher between
-/// claim and publish.
+/// Bound: 3 preemptions: a sweeper inside its sweep (between its first look at a
+/// position, its record loads and its second look), and the live publisher between
+/// claim and publish (4 explores 13 526 executions, 1 s).
 #[test]
 fn dead_publishers_run_half_published_is_skipped_once() {
     check(
         "dead_publishers_run_half_published_is_skipped_once",
-        2,
+        3,
         || dead_publisher_mid_run(&[&[1, 1]]),
     );
 }
@@ -461,12 +462,12 @@ fn dead_publishers_run_half_published_is_skipped_once() {
 /// [`dead_publisher_mid_run`] with nothing of the run published: two skips, one per
 /// position, both judged from the one claim word and run word.
 ///
-/// Bound: 2 preemptions, as above.
+/// Bound: 3 preemptions, as above.
 #[test]
 fn dead_publishers_unpublished_run_is_skipped_whole() {
     check(
         "dead_publishers_unpublished_run_is_skipped_whole",
-        2,
+        3,
         || dead_publisher_mid_run(&[]),
     );
 }
