@@ -85,6 +85,8 @@ weakenings=(
   "bcast-unregister-role-seqcst|broadcast/recovery.rs|waiter-count load below is the not-full wake-up protocol's other half.|NEXT:Ordering::SeqCst|Ordering::Relaxed|broadcast"
   "bcast-sweep-tail-seqcst|broadcast/recovery.rs|let tail = memory.shared().tail.value.load(Ordering::SeqCst);|Ordering::SeqCst|Ordering::Relaxed|broadcast"
   "bcast-live-holder-claim-acquire|broadcast/recovery.rs|let claim = record.claim.load(Ordering::Acquire);|Ordering::Acquire|Ordering::Relaxed|broadcast"
+  "bcast-run-store-release|broadcast/ring.rs|record.run.store(count, Ordering::Release);|Ordering::Release|Ordering::Relaxed|broadcast"
+  "bcast-live-holder-run-acquire|broadcast/recovery.rs|let run = record.run.load(Ordering::Acquire);|Ordering::Acquire|Ordering::Relaxed|broadcast"
   "bcast-live-holder-state-acquire|broadcast/recovery.rs|&& record.state.load(Ordering::Acquire) == participant::ACTIVE|Ordering::Acquire|Ordering::Relaxed|broadcast"
   "bcast-skip-release|broadcast/recovery.rs|.compare_exchange(stamp, published(pos), Ordering::Release, Ordering::Relaxed)|Ordering::Release|Ordering::Relaxed|broadcast"
   "bcast-unregister-claim-release|broadcast/recovery.rs|record.claim.store(CLAIM_NONE, Ordering::Release);|Ordering::Release|Ordering::Relaxed|broadcast"

@@ -42,8 +42,19 @@ fn handles_at(
     spare: u64,
     initial_position: u64,
 ) -> (ModelPlatform, Vec<Handle>) {
+    handles_sized(2, policy, roles, spare, initial_position)
+}
+
+/// As [`handles_at`], with a ring of `capacity` slots.
+fn handles_sized(
+    capacity: u64,
+    policy: SlowSubscriber,
+    roles: &[Role],
+    spare: u64,
+    initial_position: u64,
+) -> (ModelPlatform, Vec<Handle>) {
     let records = roles.len() as u64 + spare;
-    let memory = std::sync::Arc::new(BroadcastHeap::new(2, 2, records, initial_position));
+    let memory = std::sync::Arc::new(BroadcastHeap::new(capacity, 2, records, initial_position));
     let platform = ModelPlatform::new(records);
     let handles = roles
         .iter()
@@ -389,6 +400,129 @@ fn live_publisher_leaving_is_not_skipped() {
         publishing.join().unwrap();
         assert_eq!(messages, [[1, 1]]);
         assert_drained(&subscriber, 0);
+    });
+}
+
+/// Lossless, capacity 4. Pre-state: a publisher claimed a run of two positions at
+/// the tail (the shipped claim step: run word, claim word, one tail CAS by two),
+/// published the first `published` of them (the shipped publishing step) and died;
+/// the run starts at the last position before the wrap, so it spans it. Then a live
+/// publisher publishes one message (at the position after the run: it races the
+/// sweep's tail and record loads, never blocked) while the subscriber receives,
+/// sweeping while it waits behind the run's unpublished positions. Asserts: the
+/// subscriber gets the dead run's published messages, then the live one, in order,
+/// whole, nothing twice; the sweep skipped exactly the run's unpublished positions.
+fn dead_publisher_mid_run(published: &[&[u8]]) {
+    let (platform, mut all) = handles_sized(
+        4,
+        SlowSubscriber::Lossless,
+        &[Role::Subscriber, Role::Publisher, Role::Publisher],
+        0,
+        NEAR_WRAP,
+    );
+    let live = all.pop().unwrap();
+    let dying = all.pop().unwrap();
+    let subscriber = all.pop().unwrap();
+    let dead = dying.participant_index();
+    assert_eq!(
+        dying.claim_run_and_die(2, published),
+        Some((NEAR_WRAP, 2)),
+        "a run of two at the tail"
+    );
+    platform.kill(dead);
+    let publishing = thread::spawn(move || {
+        publish_all(&live, &[9]);
+        live
+    });
+    let expected = published.len() + 1;
+    let receiving = thread::spawn(move || (receive_sweeping(&subscriber, expected), subscriber));
+    let (messages, subscriber) = receiving.join().unwrap();
+    let live = publishing.join().unwrap();
+    let mut wanted: Vec<[u8; 2]> = published.iter().map(|m| [m[0], m[1]]).collect();
+    wanted.push([9, 9]);
+    assert_eq!(messages, wanted);
+    assert_drained(&subscriber, 2 - published.len() as u64);
+    drop(live);
+}
+
+/// [`dead_publisher_mid_run`] with the run's first position published: one skip.
+///
+/// Bound: 3 preemptions: a sweeper inside its sweep (between its first look at a
+/// position, its record loads and its second look), and the live publisher between
+/// claim and publish (4 explores 13 526 executions, 1 s).
+#[test]
+fn dead_publishers_run_half_published_is_skipped_once() {
+    check(
+        "dead_publishers_run_half_published_is_skipped_once",
+        3,
+        || dead_publisher_mid_run(&[&[1, 1]]),
+    );
+}
+
+/// [`dead_publisher_mid_run`] with nothing of the run published: two skips, one per
+/// position, both judged from the one claim word and run word.
+///
+/// Bound: 3 preemptions, as above.
+#[test]
+fn dead_publishers_unpublished_run_is_skipped_whole() {
+    check(
+        "dead_publishers_unpublished_run_is_skipped_whole",
+        3,
+        || dead_publisher_mid_run(&[]),
+    );
+}
+
+/// Lossless, capacity 4. Pre-state: a publisher stored a run of two at the tail in
+/// its record (run word, then claim word) and died before its tail CAS (a kill
+/// between the two), so its record names two positions it never took. Then a live
+/// publisher takes both with one run claim, publishes them, then claims and
+/// publishes one more position alone (its run word goes back to 1), while the
+/// subscriber receives, sweeping while it waits. The sweep judges both of the dead
+/// record's positions and must find the live run holding them, or them published
+/// on its second look: a sweeper that reads the live record's old claim word (the
+/// run's) with its new run word (1) must also see the run's second position
+/// published (the run word's Release/Acquire pair). Asserts: all three messages
+/// received, in order; no skip made (a skip judged on a live position stores the
+/// skip length under its message, which the subscriber then steps over).
+///
+/// Bound: 2 preemptions: the live publisher between its run claim and publish, and
+/// the sweeper between its first look at a position and its record loads.
+#[test]
+fn live_publishers_run_is_never_skipped() {
+    check("live_publishers_run_is_never_skipped", 2, || {
+        let (platform, mut all) = handles_sized(
+            4,
+            SlowSubscriber::Lossless,
+            &[Role::Subscriber, Role::Publisher, Role::Publisher],
+            0,
+            NEAR_WRAP,
+        );
+        let live = all.pop().unwrap();
+        let dying = all.pop().unwrap();
+        let subscriber = all.pop().unwrap();
+        let dead = dying.participant_index();
+        let memory = dying.memory().clone();
+        // Relaxed: before any model thread starts.
+        let tail = memory.shared().tail.value.load(Ordering::Relaxed);
+        // Release, both: as the claim step's stores (the spawn orders them anyway).
+        memory.record(dead).run.store(2, Ordering::Release);
+        memory.record(dead).claim.store(tail, Ordering::Release);
+        dying.die();
+        platform.kill(dead);
+        let publishing = thread::spawn(move || {
+            assert!(
+                matches!(live.try_publish_run(&[[1u8, 1], [2, 2]]), Ok(2)),
+                "an empty ring takes the run whole"
+            );
+            publish_all(&live, &[3]);
+            live
+        });
+        let receiving = thread::spawn(move || (receive_sweeping(&subscriber, 3), subscriber));
+        let (messages, subscriber) = receiving.join().unwrap();
+        let live = publishing.join().unwrap();
+        assert_eq!(messages, [[1, 1], [2, 2], [3, 3]]);
+        assert_drained(&subscriber, 0);
+        drop(live);
     });
 }
 

@@ -446,8 +446,26 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
     /// liveness leaked: the model's platform marks it dead). Returns the position
     /// claimed, if any.
     #[cfg(loom)]
-    pub fn claim_and_die(mut self) -> Option<u64> {
-        let claimed = self.claim_run(1).ok().map(|(pos, _)| pos);
+    pub fn claim_and_die(self) -> Option<u64> {
+        self.claim_run_and_die(1, &[]).map(|(pos, _)| pos)
+    }
+
+    /// Crash hook for the loom models: a publisher runs the shipped claim step for
+    /// a run of up to `max` positions, publishes the first of them with `published`
+    /// (the shipped publishing step, one message each, in order) and dies before the
+    /// rest (record left registered with the run, liveness leaked). Returns the
+    /// first position and the run's length, if it claimed.
+    #[cfg(loom)]
+    pub fn claim_run_and_die(mut self, max: u32, published: &[&[u8]]) -> Option<(u64, u32)> {
+        let claimed = self.claim_run(max).ok();
+        if let Some((first, count)) = claimed {
+            for (k, message) in published.iter().take(count as usize).enumerate() {
+                assert!(message.len() as u64 <= self.max_message_size);
+                self.write_with(pos_add(first, k as u64), message.len(), |bytes| {
+                    bytes.copy_from_slice(message)
+                });
+            }
+        }
         std::mem::forget(self.liveness.take());
         claimed
     }

@@ -424,7 +424,6 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
     /// in place, publishes it, then wakes sleeping subscribers. If `write` unwinds,
     /// the slot is published as a skip (subscribers step over it) and the unwinding
     /// goes on.
-    #[cfg_attr(loom, allow(dead_code))] // the handles' (loom models publish copies)
     pub(crate) fn write_with<R>(
         &self,
         pos: u64,
@@ -503,8 +502,7 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
     /// against the maximum by the caller), as many as one run claim takes (at most
     /// [`MAX_RUN`]), in order; returns how many. `Full` if not even one position
     /// can be claimed. Never blocks.
-    #[cfg_attr(loom, allow(dead_code))] // the handles' (loom models publish singly)
-    pub(crate) fn try_publish_run<B: AsRef<[u8]>>(
+    pub fn try_publish_run<B: AsRef<[u8]>>(
         &self,
         messages: &[B],
     ) -> Result<usize, TryPublishError> {
