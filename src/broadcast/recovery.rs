@@ -415,7 +415,9 @@ impl<M: BroadcastMemory, P: Platform> Broadcast<M, P> {
         // Relaxed: published by the Release CAS below.
         slot.len.store(SKIP_LEN, Ordering::Relaxed);
         // Release: pairs with the subscribers' Acquire stamp load, so they read
-        // SKIP_LEN. A CAS from what we judged, as a second line of defence.
+        // SKIP_LEN. A CAS from the stamp we judged: if it moved we publish no
+        // skip, but the length above is already written, so this guards the stamp
+        // only; the slot is ours by the orphan proof, not by this CAS.
         if slot
             .stamp
             .compare_exchange(stamp, published(pos), Ordering::Release, Ordering::Relaxed)
