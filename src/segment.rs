@@ -402,6 +402,49 @@ impl Segment {
         // <= mapping length, and index < capacity.
         unsafe { self.mapping.base().add(offset as usize) }
     }
+
+    /// The start of slot `index`'s payload area (`max_message_size` bytes after
+    /// the slot header; the stride holds both).
+    #[inline]
+    fn payload_ptr(&self, index: u64) -> *mut u8 {
+        // SAFETY: slot_ptr bounds-checks the index; SLOT_HEADER_SIZE <
+        // slot_stride, so the result stays inside the slot.
+        unsafe { self.slot_ptr(index).add(SLOT_HEADER_SIZE as usize) }
+    }
+
+    /// Participant record `index` (one 128 B line either layout puts there).
+    #[inline]
+    fn record_ptr(&self, index: u64) -> *mut u8 {
+        assert!(
+            index < self.geometry.max_participants,
+            "participant index out of range"
+        );
+        let offset = self.geometry.participants_offset + index * LINE;
+        // SAFETY: index < max_participants, so the record lies before
+        // slots_offset, on a 128 B boundary.
+        unsafe { self.mapping.base().add(offset as usize) }
+    }
+
+    /// The ring's shared lines, at `RING_OFFSET` in either layout.
+    #[inline]
+    fn ring_ptr(&self) -> *mut u8 {
+        // SAFETY: RING_OFFSET lies inside the validated mapping (before
+        // participants_offset <= total_size).
+        unsafe { self.mapping.base().add(RING_OFFSET as usize) }
+    }
+
+    /// Copies `bytes` into slot `index`'s payload area.
+    ///
+    /// # Safety
+    /// The caller holds the slot's claim and `bytes.len() <= max_message_size`.
+    #[inline]
+    unsafe fn copy_to_payload(&self, index: u64, bytes: &[u8]) {
+        debug_assert!(bytes.len() as u64 <= self.geometry.max_message_size);
+        // SAFETY: bytes fit in the payload area (len <= max_message_size <= stride
+        // - SLOT_HEADER_SIZE); `bytes` is local memory, so the ranges do not
+        // overlap; the caller's claim keeps well-behaved writers away.
+        unsafe { crate::copy::copy_bytes(bytes.as_ptr(), self.payload_ptr(index), bytes.len()) }
+    }
 }
 
 // SAFETY: every reference points inside the mapping at an offset derived from the
@@ -417,13 +460,7 @@ unsafe impl RingMemory for Segment {
     fn shared(&self) -> &RingShared {
         // SAFETY: RING_OFFSET + size_of::<RingShared>() <= participants_offset <=
         // total_size; atomics are valid for any bit pattern.
-        unsafe {
-            &*self
-                .mapping
-                .base()
-                .add(RING_OFFSET as usize)
-                .cast::<RingShared>()
-        }
+        unsafe { &*self.ring_ptr().cast::<RingShared>() }
     }
 
     #[inline]
@@ -435,34 +472,16 @@ unsafe impl RingMemory for Segment {
 
     #[inline]
     fn participant(&self, index: u64) -> &ParticipantRecord {
-        assert!(
-            index < self.geometry.max_participants,
-            "participant index out of range"
-        );
-        let offset = self.geometry.participants_offset + index * LINE;
-        // SAFETY: index < max_participants, so the record lies before slots_offset.
-        unsafe {
-            &*self
-                .mapping
-                .base()
-                .add(offset as usize)
-                .cast::<ParticipantRecord>()
-        }
+        // SAFETY: record_ptr bounds-checks the index; a record is one aligned line of
+        // atomics, valid for any bit pattern.
+        unsafe { &*self.record_ptr(index).cast::<ParticipantRecord>() }
     }
 
     #[inline]
     unsafe fn write_payload(&self, index: u64, bytes: &[u8]) {
-        debug_assert!(bytes.len() as u64 <= self.geometry.max_message_size);
-        // SAFETY: the caller holds the slot's claim and bytes fit in the payload area
-        // (len <= max_message_size <= stride - SLOT_HEADER_SIZE); `bytes` is local
-        // memory, so the ranges do not overlap.
-        unsafe {
-            crate::copy::copy_bytes(
-                bytes.as_ptr(),
-                self.slot_ptr(index).add(SLOT_HEADER_SIZE as usize),
-                bytes.len(),
-            )
-        }
+        // SAFETY: the caller holds the slot's claim and bytes fit (the trait's
+        // contract), as copy_to_payload requires.
+        unsafe { self.copy_to_payload(index, bytes) }
     }
 
     #[inline]
@@ -471,9 +490,7 @@ unsafe impl RingMemory for Segment {
         // SAFETY: the caller holds the slot's producer claim and len <=
         // max_message_size, so the slice lies inside this slot's payload area and no
         // well-behaved participant touches it until we publish.
-        let bytes = unsafe {
-            std::slice::from_raw_parts_mut(self.slot_ptr(index).add(SLOT_HEADER_SIZE as usize), len)
-        };
+        let bytes = unsafe { std::slice::from_raw_parts_mut(self.payload_ptr(index), len) };
         f(bytes)
     }
 
@@ -484,9 +501,7 @@ unsafe impl RingMemory for Segment {
         // lies inside this slot's payload area. Another *process* could still scribble
         // on these bytes; they are plain u8, so that gives garbage, never unsoundness
         // in our reading of lengths or offsets (all already bounded).
-        let bytes = unsafe {
-            std::slice::from_raw_parts(self.slot_ptr(index).add(SLOT_HEADER_SIZE as usize), len)
-        };
+        let bytes = unsafe { std::slice::from_raw_parts(self.payload_ptr(index), len) };
         f(bytes)
     }
 }
@@ -503,13 +518,7 @@ unsafe impl crate::broadcast::BroadcastMemory for Segment {
     fn shared(&self) -> &BroadcastShared {
         // SAFETY: RING_OFFSET + size_of::<BroadcastShared>() <= participants_offset
         // <= total_size; atomics are valid for any bit pattern.
-        unsafe {
-            &*self
-                .mapping
-                .base()
-                .add(RING_OFFSET as usize)
-                .cast::<BroadcastShared>()
-        }
+        unsafe { &*self.ring_ptr().cast::<BroadcastShared>() }
     }
 
     #[inline]
@@ -521,36 +530,18 @@ unsafe impl crate::broadcast::BroadcastMemory for Segment {
 
     #[inline]
     fn record(&self, index: u64) -> &BroadcastRecord {
-        assert!(
-            index < self.geometry.max_participants,
-            "participant index out of range"
-        );
-        let offset = self.geometry.participants_offset + index * LINE;
-        // SAFETY: index < max_participants, so the record lies before slots_offset,
-        // on a 128 B boundary.
-        unsafe {
-            &*self
-                .mapping
-                .base()
-                .add(offset as usize)
-                .cast::<BroadcastRecord>()
-        }
+        // SAFETY: record_ptr bounds-checks the index; a record is one aligned line of
+        // atomics (the size of a work queue's, asserted), valid for any bit pattern.
+        unsafe { &*self.record_ptr(index).cast::<BroadcastRecord>() }
     }
 
     #[inline]
     unsafe fn write_payload(&self, index: u64, bytes: &[u8]) {
-        debug_assert!(bytes.len() as u64 <= self.geometry.max_message_size);
-        // SAFETY: the caller holds the slot's publisher claim and bytes fit in the
-        // payload area; `bytes` is local memory, so the ranges do not overlap.
-        // Subscribers may read these bytes while we write them (overwrite mode):
-        // plain bytes, any value valid; they detect it by the slot's stamp.
-        unsafe {
-            crate::copy::copy_bytes(
-                bytes.as_ptr(),
-                self.slot_ptr(index).add(SLOT_HEADER_SIZE as usize),
-                bytes.len(),
-            )
-        }
+        // SAFETY: the caller holds the slot's publisher claim and bytes fit, as
+        // copy_to_payload requires. Subscribers may read these bytes while we write
+        // them (overwrite mode): plain bytes, any value valid; they detect it by the
+        // slot's stamp.
+        unsafe { self.copy_to_payload(index, bytes) }
     }
 
     #[inline]
@@ -566,9 +557,7 @@ unsafe impl crate::broadcast::BroadcastMemory for Segment {
         // slot's payload area. Subscribers in other processes may read these bytes
         // while `write` fills them (overwrite mode): plain bytes, any value valid,
         // and the odd stamp stored before tells them the copy is torn.
-        let bytes = unsafe {
-            std::slice::from_raw_parts_mut(self.slot_ptr(index).add(SLOT_HEADER_SIZE as usize), len)
-        };
+        let bytes = unsafe { std::slice::from_raw_parts_mut(self.payload_ptr(index), len) };
         write(bytes)
     }
 
@@ -580,9 +569,7 @@ unsafe impl crate::broadcast::BroadcastMemory for Segment {
         // `f` reads them (overwrite mode); they are plain u8, so that gives torn
         // bytes, never an invalid value, and the caller re-checks the stamp after `f`
         // and reports a lag instead of the bytes (the sequence-lock protocol).
-        let bytes = unsafe {
-            std::slice::from_raw_parts(self.slot_ptr(index).add(SLOT_HEADER_SIZE as usize), len)
-        };
+        let bytes = unsafe { std::slice::from_raw_parts(self.payload_ptr(index), len) };
         f(bytes)
     }
 }
